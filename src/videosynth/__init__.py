@@ -1,0 +1,3 @@
+"""videosynth: a self-hostable, DashScope-compatible reference-to-video server."""
+
+__version__ = "0.1.0"

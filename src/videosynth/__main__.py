@@ -1,0 +1,3 @@
+from videosynth.cli import main
+
+raise SystemExit(main())

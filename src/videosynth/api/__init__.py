@@ -1,0 +1,1 @@
+"""HTTP only: the DashScope wire. Never imports the worker, engines or torch."""

@@ -1,0 +1,302 @@
+"""The command line, and the only place that reads the environment.
+
+    videosynth serve            API (+ embedded workers) on the embedded default
+    videosynth worker           a standalone worker
+    videosynth keys create|list|revoke
+    videosynth db upgrade
+    videosynth env              versions, for bug reports
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from videosynth import __version__
+from videosynth.apikeys import display_prefix, hash_key, new_api_key
+from videosynth.settings import Settings
+from videosynth.tasks.store import TaskStore
+
+log = logging.getLogger("videosynth")
+
+BOOTSTRAP_KEY_FILE = "bootstrap-api-key.txt"
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, var, help_text in Settings.ENV:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"{help_text} (env: {var})")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {name: getattr(args, name, None) for name, _var, _help in Settings.ENV}
+    return Settings.from_environ(os.environ, **overrides)
+
+
+def create_key(store: TaskStore, name: str) -> str:
+    key = new_api_key()
+    store.create_key(name, hash_key(key), display_prefix(key), int(time.time() * 1000))
+    return key
+
+
+def _open_store(settings: Settings) -> TaskStore:
+    from videosynth.wiring import build_store
+
+    store = build_store(settings)
+    store.migrate()
+    return store
+
+
+def _bootstrap_keys(settings: Settings, store: TaskStore) -> str | None:
+    """Make sure a usable key exists; return one we may show (the user's own or our bootstrap key)."""
+    now = int(time.time() * 1000)
+    shown = None
+    for i, key in enumerate(settings.api_keys, start=1):
+        if store.find_key(hash_key(key)) is None:
+            store.create_key(f"env-{i}", hash_key(key), display_prefix(key), now)
+        shown = shown or key
+    if shown:
+        return shown
+    key_file = settings.work_dir.parent / BOOTSTRAP_KEY_FILE
+    if key_file.is_file():
+        saved = key_file.read_text().strip()
+        if store.find_key(hash_key(saved)) is not None:
+            return saved
+    if any(k.revoked_ms is None for k in store.list_keys()):
+        return None
+    key = create_key(store, "bootstrap")
+    # Kept so the next `make run` can print it again; the store itself only has its hash.
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return key
+
+
+def run_worker_process(settings: Settings, stop: object | None = None) -> None:
+    """Entry point of a worker process (standalone or spawned by ``serve``)."""
+    from videosynth.wiring import build_storage, build_store
+    from videosynth.worker.loop import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop_event = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if stop is not None:
+        # The parent's multiprocessing Event: watch it so `serve` can stop us without signals.
+        def watch() -> None:
+            stop.wait()  # type: ignore[attr-defined]
+            stop_event.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+    store = build_store(settings)
+    storage = build_storage(settings, store)
+    worker = Worker(settings=settings, store=store, storage=storage)
+    try:
+        worker.run(stop_event)
+    finally:
+        store.close()
+
+
+class WorkerPool:
+    """The embedded workers of ``serve``: restarted if one dies, stopped with the server."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._settings = settings
+        self._stop = self._ctx.Event()
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._count = count
+        self._closing = threading.Event()
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        proc = self._ctx.Process(
+            target=run_worker_process, args=(self._settings, self._stop), name="videosynth-worker"
+        )
+        proc.start()
+        return proc
+
+    def start(self) -> None:
+        self._procs = [self._spawn() for _ in range(self._count)]
+        threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True).start()
+
+    def _supervise(self) -> None:
+        while not self._closing.wait(1.0):
+            for i, proc in enumerate(self._procs):
+                if not proc.is_alive() and not self._closing.is_set():
+                    log.warning("worker process %s exited with %s; restarting", proc.pid, proc.exitcode)
+                    self._procs[i] = self._spawn()
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        self._closing.set()
+        self._stop.set()
+        deadline = time.monotonic() + grace_s
+        for proc in self._procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from videosynth.api.app import create_app
+    from videosynth.catalog import Catalog
+    from videosynth.maintenance import start_maintenance_thread
+    from videosynth.wiring import build_storage
+
+    settings = _settings(args)
+    if args.public_url is None and "VIDEOSYNTH_PUBLIC_URL" not in os.environ:
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        settings = settings.replace(public_url=f"http://{host}:{args.port}")
+    store = _open_store(settings)
+    key = _bootstrap_keys(settings, store)
+    storage = build_storage(settings, store)
+    app = create_app(settings=settings, store=store, storage=storage, catalog=Catalog.default(settings.default_engine, settings.model_routes))
+    pool = WorkerPool(settings, settings.workers)
+    pool.start()
+    stop_maintenance = threading.Event()
+    start_maintenance_thread(settings, store, storage, stop_maintenance)
+    base = f"{settings.public_url}/api/v1"
+    print(f"videosynth {__version__} serving on {settings.public_url}", flush=True)
+    print(f"  base URL (DASHSCOPE_HTTP_BASE_URL): {base}", flush=True)
+    if key:
+        print(f"  API key: {key}", flush=True)
+    else:
+        print("  API keys exist already; create one with `videosynth keys create --name NAME`", flush=True)
+    print(f"  workers: {settings.workers}, engine: {settings.default_engine}", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    finally:
+        stop_maintenance.set()
+        pool.stop(settings.drain_seconds + 5)
+        store.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _open_store(settings).close()
+    settings = settings.replace(
+        worker_models=_csv(args.models) or settings.worker_models,
+        worker_engines=_csv(args.engine) or settings.worker_engines,
+    )
+    run_worker_process(settings)
+    return 0
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    items = tuple(v.strip() for v in (value or "").split(",") if v.strip())
+    return items or None
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        if args.keys_command == "create":
+            print(create_key(store, args.name))
+        elif args.keys_command == "list":
+            for k in store.list_keys():
+                state = "revoked" if k.revoked_ms else "active"
+                print(f"{k.key_id}  {k.prefix}…  {k.name}  account={k.account_id}  {state}")
+        elif args.keys_command == "revoke":
+            if not store.revoke_key(args.key, int(time.time() * 1000)):
+                print(f"no active key {args.key!r}", file=sys.stderr)
+                return 1
+            print("revoked")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    store = _open_store(_settings(args))
+    print("schema up to date")
+    store.close()
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import platform
+
+    import av
+    import numpy
+
+    print(f"videosynth {__version__}")
+    print(f"python {platform.python_version()} on {platform.platform()}")
+    print(f"av {av.__version__} (codecs: libx264={'libx264' in av.codecs_available})")
+    print(f"numpy {numpy.__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videosynth", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"videosynth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the API (and embedded workers)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+    _add_settings_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a standalone worker")
+    worker.add_argument(
+        "--models", default=os.environ.get("VIDEOSYNTH_WORKER_MODELS"),
+        help="comma-separated models this worker serves (default: all) (env: VIDEOSYNTH_WORKER_MODELS)",
+    )
+    worker.add_argument(
+        "--engine", default=os.environ.get("VIDEOSYNTH_WORKER_ENGINES"),
+        help="comma-separated engines this worker runs (default: all) (env: VIDEOSYNTH_WORKER_ENGINES)",
+    )
+    _add_settings_flags(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key in a new account and print it once")
+    create.add_argument("--name", required=True)
+    _add_settings_flags(create)
+    listing = keys_sub.add_parser("list", help="list keys (never their secret)")
+    _add_settings_flags(listing)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
+    revoke.add_argument("key")
+    _add_settings_flags(revoke)
+    keys.set_defaults(func=cmd_keys)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply schema migrations (idempotent)")
+    _add_settings_flags(upgrade)
+    db.set_defaults(func=cmd_db)
+
+    env = sub.add_parser("env", help="print versions for bug reports")
+    env.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, OSError) as exc:
+        print(f"videosynth: error: {exc}", file=sys.stderr)
+        cause = exc.__cause__
+        while cause is not None:
+            print(f"  caused by: {cause}", file=sys.stderr)
+            cause = cause.__cause__
+        return 1

@@ -1,0 +1,64 @@
+"""The engine seam: one Protocol, one method.
+
+An engine turns a :class:`GenerationRequest` into an MP4 file. It knows nothing about tasks, stores or
+storage. Engines run in the worker's engine process (see ``videosynth.worker.host``), never in the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+ProgressCallback = Callable[[int, int], None]
+"""``on_progress(done, total)``: called at least once a second while generating. It may raise
+:class:`videosynth.errors.Canceled`; the engine must let that propagate and leave no partial output."""
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    """One validated reference image, ``[Image {index}]`` in the prompt (1-based)."""
+
+    index: int
+    path: Path
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    references: tuple[ReferenceImage, ...]
+    resolution: str  # "720P" | "1080P"
+    ratio: str  # one of videosynth.sizes.RATIOS
+    width: int
+    height: int
+    duration: int  # seconds
+    fps: int
+    seed: int
+    watermark: bool
+
+    @property
+    def num_frames(self) -> int:
+        return self.duration * self.fps
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What the engine wrote to ``output_path``."""
+
+    frames: int
+    duration: float  # seconds of video written
+
+
+class Engine(Protocol):
+    """Builds once (loading weights if any), then generates many times."""
+
+    name: str
+
+    def generate(
+        self, request: GenerationRequest, output_path: Path, on_progress: ProgressCallback
+    ) -> GenerationResult:
+        """Write an H.264 MP4 for ``request`` to ``output_path``."""
+        ...

@@ -1,0 +1,57 @@
+"""Housekeeping that any process may do, one at a time: requeue lost tasks, time out, purge expired."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from videosynth.errors import VideosynthError
+from videosynth.settings import Settings
+from videosynth.storage.base import Storage
+from videosynth.tasks.models import MaintenanceReport
+from videosynth.tasks.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+EVERY_S = 5.0
+
+
+def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> MaintenanceReport | None:
+    report = store.maintain(
+        int(time.time() * 1000),
+        max_attempts=settings.max_attempts,
+        timeout_ms=int(settings.task_timeout_seconds * 1000),
+        retention_ms=int(settings.retention_seconds * 1000),
+    )
+    if report is None:
+        return None
+    for key in report.purged_result_keys:
+        try:
+            storage.delete(key)
+        except VideosynthError as exc:
+            log.warning("could not delete %s: %s", key, exc)
+    if report.requeued or report.failed_lost or report.timed_out or report.purged_result_keys:
+        log.info(
+            "maintenance: requeued %d, failed (lost) %d, timed out %d, purged %d",
+            report.requeued,
+            report.failed_lost,
+            report.timed_out,
+            len(report.purged_result_keys),
+        )
+    return report
+
+
+def start_maintenance_thread(
+    settings: Settings, store: TaskStore, storage: Storage, stop: threading.Event, every_s: float = EVERY_S
+) -> threading.Thread:
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                run_maintenance(settings, store, storage)
+            except VideosynthError as exc:
+                log.warning("maintenance skipped: %s", exc)
+
+    thread = threading.Thread(target=loop, name="maintenance", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,1 @@
+"""Media handling: reference-image download (``fetch``) and validation (``validate``), among others."""

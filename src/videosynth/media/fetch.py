@@ -1,0 +1,517 @@
+"""Download a reference image without letting the URL reach private networks.
+
+The worker calls :func:`fetch_media` synchronously. Safety comes from three places:
+
+* every TCP connection (first hop and every redirect hop) goes through :class:`_GuardedBackend`, which
+  resolves the host itself, refuses if *any* resolved address is not public, and then connects to exactly
+  the address it checked, so a DNS answer that changes between check and connect (rebinding) cannot slip
+  through;
+* every socket read/write/handshake is clamped to one total deadline, because httpx's ``read`` timeout is per
+  read and a server dripping one byte at a time would otherwise never time out;
+* the body is read raw (no content decoding) and counted, so neither a large body nor a gzip bomb is ever
+  held in memory beyond ``max_bytes`` plus one network read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import socket
+import ssl
+import threading
+import time
+import typing
+import urllib.parse
+from dataclasses import dataclass
+
+import httpcore
+import httpx
+
+from videosynth.errors import (
+    ForbiddenAddress,
+    InvalidFileFormat,
+    InvalidFileSize,
+    MediaConnectionRefused,
+    MediaDownloadFailed,
+    MediaTimeout,
+)
+
+__all__ = ["FetchPolicy", "fetch_media", "is_forbidden_address", "parse_data_url"]
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+_MAX_URL_IN_MESSAGE = 200
+_USER_AGENT = "videosynth-media-fetch/1.0"
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DATA_URL_MIMES = {
+    "image/jpeg": "image/jpeg",
+    "image/jpg": "image/jpeg",
+    "image/png": "image/png",
+    "image/webp": "image/webp",
+}
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Limits for one download; build it from settings once and pass it to :func:`fetch_media`."""
+
+    allow_private: bool = False  # VIDEOSYNTH_MEDIA_ALLOW_PRIVATE; True only for tests/dev
+    max_bytes: int = DEFAULT_MAX_BYTES
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    total_timeout: float = 30.0  # whole download incl. redirects; a slow drip must trip this
+    max_redirects: int = 3
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Address policy
+# ------------------------------------------------------------------------------------------------------------
+
+# NAT64 well-known prefix: an IPv6-only host behind DNS64 sees public IPv4 sites as 64:ff9b::a.b.c.d, so these
+# are judged by the IPv4 they embed rather than refused outright.
+_NAT64_WKP = ipaddress.IPv6Network("64:ff9b::/96")
+# Ranges that Python 3.11's ipaddress still calls global but that are not publicly routable targets.
+_EXTRA_FORBIDDEN_V6 = (
+    ipaddress.IPv6Network("3fff::/20"),  # documentation (RFC 9637)
+    ipaddress.IPv6Network("5f00::/16"),  # SRv6 SIDs (RFC 9602)
+)
+
+
+def _forbidden_v4(ip: ipaddress.IPv4Address) -> bool:
+    # is_global alone lets multicast through on 3.11 (224/4 is "global"), so the flags are checked as well.
+    return (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_unspecified
+    )
+
+
+def _forbidden_v6(ip: ipaddress.IPv6Address) -> bool:
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        return _forbidden_v4(mapped)
+    if ip in _NAT64_WKP:
+        return _forbidden_v4(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    sixtofour = ip.sixtofour
+    if sixtofour is not None and _forbidden_v4(sixtofour):
+        return True
+    # is_reserved covers ::/8, i.e. the deprecated IPv4-compatible ::a.b.c.d form, the SIIT ::ffff:0:a.b.c.d
+    # form and the local-use NAT64 prefix 64:ff9b:1::/48; none of them is a legitimate public target.
+    return (
+        not ip.is_global
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_site_local
+        or ip.is_unspecified
+        or any(ip in net for net in _EXTRA_FORBIDDEN_V6)
+    )
+
+
+def is_forbidden_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Return True when ``address`` is not a publicly routable unicast address.
+
+    Pure function, no I/O. Refuses loopback, private, link-local (incl. 169.254.169.254), CGNAT, unspecified,
+    multicast, reserved, broadcast, unique-local, documentation and benchmark ranges, and IPv6 forms that
+    embed a forbidden IPv4 (IPv4-mapped, NAT64 64:ff9b::/96, 6to4); IPv4-compatible ``::a.b.c.d`` is always
+    refused. Strings may be bracketed (``"[::1]"``) and carry a zone id (``"fe80::1%eth0"``).
+
+    Raises ValueError when ``address`` is a string that is not an IP address literal (e.g. a hostname).
+    """
+    if isinstance(address, str):
+        text = address.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        text = text.split("%", 1)[0]  # zone id: irrelevant to routability, and "%25eth0" URL forms exist
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
+    else:
+        ip = address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _forbidden_v4(ip)
+    return _forbidden_v6(ip)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Messages
+# ------------------------------------------------------------------------------------------------------------
+
+_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@")
+
+
+def _short_url(url: str) -> str:
+    """The URL as it may appear in an error message: no data: payload, no credentials, bounded length."""
+    if url[:5].lower() == "data:":
+        head = url.split(",", 1)[0]
+        return f"{head[:60]},... ({len(url)} characters)"
+    url = _USERINFO_RE.sub(r"\1", url)
+    # Control characters would let a crafted URL forge log lines.
+    url = "".join(ch if ch.isprintable() else "?" for ch in url[: _MAX_URL_IN_MESSAGE + 1])
+    if len(url) > _MAX_URL_IN_MESSAGE:
+        url = url[:_MAX_URL_IN_MESSAGE] + "..."
+    return url
+
+
+def _size_limit_text(max_bytes: int) -> str:
+    mb = max_bytes / (1024 * 1024)
+    return f"{mb:g}MB" if mb >= 1 else f"{max_bytes} bytes"
+
+
+def _too_large(max_bytes: int, detail: str) -> InvalidFileSize:
+    return InvalidFileSize(
+        f"Invalid file size. The image file size must be less than {_size_limit_text(max_bytes)}, {detail}."
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# data: URLs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def parse_data_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str, bytes]:
+    """Decode a base64 ``data:`` URL carrying an image.
+
+    Returns ``(mime, payload)`` where ``mime`` is normalised to ``image/jpeg``, ``image/png`` or
+    ``image/webp`` (``image/jpg`` is accepted as an alias). Raises InvalidFileFormat for a non-data URL,
+    another MIME type, a non-base64 encoding, invalid base64 or an empty payload, and InvalidFileSize when
+    the decoded payload would exceed ``max_bytes`` (judged from the encoded length first, so a huge URL is
+    never decoded).
+    """
+    if url[:5].lower() != "data:":
+        raise InvalidFileFormat("Invalid data URL, it must start with 'data:'.")
+    header, comma, payload = url[5:].partition(",")
+    if not comma:
+        raise InvalidFileFormat("Invalid data URL, the ',' separating the header from the data is missing.")
+    parts = [p.strip() for p in header.split(";")]
+    mime = parts[0].lower()
+    if mime not in _DATA_URL_MIMES:
+        raise InvalidFileFormat(
+            f"Invalid file format, the image must be JPEG, PNG or WEBP, got data URL type {mime[:50]!r}."
+        )
+    if len(parts) < 2 or parts[-1].lower() != "base64":
+        raise InvalidFileFormat("Invalid data URL, the image data must be base64 encoded (';base64,').")
+
+    # Base64 turns 3 bytes into 4 characters; allow some room for line breaks before stripping them, so an
+    # oversized URL is refused without building further copies of it.
+    encoded_cap = 4 * -(-max_bytes // 3)
+    if len(payload) > encoded_cap + encoded_cap // 20 + 64:
+        raise _too_large(max_bytes, f"got a data URL of {len(payload)} characters")
+    if "%" in payload:
+        payload = urllib.parse.unquote(payload)
+    payload = "".join(payload.split())
+    if len(payload) > encoded_cap:
+        raise _too_large(max_bytes, f"got about {len(payload) * 3 // 4} bytes of base64 data")
+    if not payload:
+        raise InvalidFileFormat("Invalid data URL, the image data is empty.")
+    payload += "=" * (-len(payload) % 4)  # some encoders drop the padding
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidFileFormat("Invalid data URL, the image data is not valid base64.") from exc
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes, f"got {len(data)} bytes")
+    return _DATA_URL_MIMES[mime], data
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Guarded network backend
+# ------------------------------------------------------------------------------------------------------------
+
+
+class _ForbiddenTarget(Exception):
+    """Raised inside the transport; fetch_media turns it into ForbiddenAddress with the hop's URL."""
+
+    def __init__(self, host: str, address: str) -> None:
+        super().__init__(f"{host} resolves to {address}")
+        self.host = host
+        self.address = address
+
+
+def _remaining(deadline: float, timeout: float | None, exc_cls: type[Exception]) -> float:
+    """The timeout to use for one socket operation so that it cannot outlive the total deadline."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise exc_cls("total download deadline exceeded")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """Wraps a connected stream so every read, write and TLS handshake respects the total deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _remaining(self._deadline, timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _remaining(self._deadline, timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        # httpcore passes the URL's hostname here (not the IP we connected to), so SNI and certificate
+        # verification still use the name the user gave.
+        budget = _remaining(self._deadline, timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, budget), self._deadline)
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[str]:
+    """getaddrinfo with a timeout; returns the distinct addresses in resolver order."""
+    # getaddrinfo cannot be interrupted, so it runs in a daemon thread we may abandon; a hung resolver then
+    # costs one parked thread instead of blocking the worker past its deadline.
+    box: dict[str, typing.Any] = {}
+
+    def run() -> None:
+        try:
+            box["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="videosynth-dns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise httpcore.ConnectTimeout(f"resolving {host} timed out")
+    if "error" in box:
+        raise httpcore.ConnectError(f"cannot resolve host {host}: {box['error']}") from box["error"]
+    addresses: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in box["infos"]:
+        address = str(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise httpcore.ConnectError(f"cannot resolve host {host}: no addresses")
+    return addresses
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """httpcore backend that checks every address before connecting, then connects to that very address."""
+
+    def __init__(self, *, allow_private: bool, deadline: float) -> None:
+        self._allow_private = allow_private
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        budget = _remaining(self._deadline, timeout, httpcore.ConnectTimeout)
+        addresses = _resolve(host, port, budget)
+        if not self._allow_private:
+            # All of them, not just the first: the OS or a later retry might pick any of the answers.
+            for address in addresses:
+                if is_forbidden_address(address):
+                    raise _ForbiddenTarget(host, address)
+        last_error: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                # An IP literal makes create_connection skip DNS, so we connect to the address we checked.
+                stream = super().connect_tcp(
+                    address,
+                    port,
+                    timeout=_remaining(self._deadline, timeout, httpcore.ConnectTimeout),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as exc:
+                last_error = exc
+                continue
+            return _DeadlineStream(stream, self._deadline)
+        assert last_error is not None
+        raise last_error
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    """An ``httpx.HTTPTransport`` whose connection pool uses :class:`_GuardedBackend`.
+
+    HTTPTransport has no parameter for an httpcore network backend, yet its ``handle_request`` (request
+    conversion and httpcore -> httpx exception mapping) is exactly what we want to keep. Replacing ``_pool``
+    after construction is the smallest reach into internals; a hand-written BaseTransport would have to copy
+    that private exception mapping instead. httpx is pinned to 0.28.1, and the zero-connection tests fail
+    loudly if a future httpx stops using ``_pool``.
+    """
+
+    def __init__(self, backend: httpcore.NetworkBackend, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False, retries=0)
+        unused_pool = self._pool
+        if not isinstance(unused_pool, httpcore.ConnectionPool):  # pragma: no cover - httpx internals changed
+            raise RuntimeError("httpx.HTTPTransport no longer keeps an httpcore.ConnectionPool in _pool")
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=4,
+            max_keepalive_connections=2,
+            retries=0,
+            network_backend=backend,
+        )
+        unused_pool.close()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# fetch
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _connection_refused(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _netloc(url: httpx.URL) -> str:
+    return _short_url(url.netloc.decode("ascii", "replace"))
+
+
+def _refuse_encoded(response: httpx.Response, short: str) -> None:
+    encodings = [
+        token.strip().lower()
+        for value in response.headers.get_list("content-encoding")
+        for token in value.split(",")
+    ]
+    if any(token not in ("", "identity") for token in encodings):
+        # httpx would decompress in one go, before any size check (a 50 KB gzip can become 50 MB).
+        raise MediaDownloadFailed(
+            f"Failed to download {short}: the server sent a compressed response "
+            f"(Content-Encoding: {', '.join(encodings)[:50]}) although identity was requested."
+        )
+
+
+def _read_body(response: httpx.Response, policy: FetchPolicy, deadline: float, short: str) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_size = int(declared)
+        except ValueError:
+            declared_size = -1  # h11 refuses malformed lengths itself; counting below still applies
+        if declared_size > policy.max_bytes:
+            raise _too_large(policy.max_bytes, f"the server announced {declared_size} bytes for {short}")
+    body = bytearray()
+    for chunk in response.iter_raw():
+        body += chunk
+        if len(body) > policy.max_bytes:
+            raise _too_large(policy.max_bytes, f"got more than {policy.max_bytes} bytes from {short}")
+        if time.monotonic() > deadline:
+            raise MediaTimeout(f"Download {short} timeout, please check network connection.")
+    return bytes(body)
+
+
+def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
+    deadline = time.monotonic() + policy.total_timeout
+    backend = _GuardedBackend(allow_private=policy.allow_private, deadline=deadline)
+    transport = _GuardedTransport(backend, httpx.create_ssl_context(trust_env=False))
+    timeout = httpx.Timeout(
+        connect=policy.connect_timeout,
+        read=policy.read_timeout,
+        write=policy.read_timeout,
+        pool=policy.connect_timeout,
+    )
+    headers = {"Accept-Encoding": "identity", "Accept": "image/*,*/*;q=0.8", "User-Agent": _USER_AGENT}
+    # trust_env=False: proxy environment variables would send the request to a proxy, around the address
+    # check.
+    with httpx.Client(
+        transport=transport, trust_env=False, timeout=timeout, follow_redirects=False, headers=headers
+    ) as client:
+        current = url
+        redirects = 0
+        while True:
+            short = _short_url(current)
+            try:
+                target = httpx.URL(current)
+            except (httpx.InvalidURL, ValueError, TypeError) as exc:
+                raise MediaDownloadFailed(f"Failed to download {short}: invalid URL ({exc}).") from exc
+            if target.scheme not in ("http", "https"):
+                raise MediaDownloadFailed(
+                    f"Failed to download {short}: only http and https URLs can be downloaded."
+                )
+            if not target.host:
+                raise MediaDownloadFailed(f"Failed to download {short}: the URL has no host.")
+            if time.monotonic() >= deadline:
+                raise MediaTimeout(f"Download {short} timeout, please check network connection.")
+            try:
+                with client.stream("GET", target) as response:
+                    if response.status_code in _REDIRECT_STATUSES:
+                        location = response.headers.get("location")
+                        if not location:
+                            raise MediaDownloadFailed(
+                                f"Failed to download {short}: HTTP {response.status_code} without a Location."
+                            )
+                        redirects += 1
+                        if redirects > policy.max_redirects:
+                            raise MediaDownloadFailed(
+                                f"Failed to download {_short_url(url)}: more than {policy.max_redirects} "
+                                "redirects."
+                            )
+                        # join() resolves relative Locations against the hop that sent them.
+                        current = str(response.url.join(location))
+                        continue
+                    if not 200 <= response.status_code < 300:
+                        raise MediaDownloadFailed(f"Failed to download {short}: HTTP {response.status_code}")
+                    _refuse_encoded(response, short)
+                    return _read_body(response, policy, deadline, short)
+            except _ForbiddenTarget as exc:
+                raise ForbiddenAddress(
+                    f"The media URL {short} resolves to {exc.address}, which is not a public address."
+                ) from None
+            except httpx.TimeoutException as exc:
+                raise MediaTimeout(f"Download {short} timeout, please check network connection.") from exc
+            except httpx.ConnectError as exc:
+                if _connection_refused(exc):
+                    raise MediaConnectionRefused(
+                        f"Connection to {_netloc(target)} refused, please provide available URL."
+                    ) from exc
+                raise MediaDownloadFailed(f"Failed to download {short}: {str(exc)[:200]}") from exc
+            except httpx.InvalidURL as exc:
+                raise MediaDownloadFailed(f"Failed to download {short}: invalid redirect ({exc}).") from exc
+            except httpx.HTTPError as exc:
+                reason = str(exc)[:200] or type(exc).__name__
+                raise MediaDownloadFailed(f"Failed to download {short}: {reason}") from exc
+
+
+def fetch_media(url: str, policy: FetchPolicy) -> bytes:
+    """Return the bytes behind a reference-image URL.
+
+    ``http``/``https`` URLs are downloaded under ``policy`` (address check on every hop, at most
+    ``max_redirects`` redirects, ``max_bytes`` cap, total deadline); ``data:`` URLs are decoded with
+    :func:`parse_data_url`. The bytes are not validated as an image; see ``videosynth.media.validate``.
+
+    Raises ForbiddenAddress, MediaConnectionRefused, MediaTimeout or MediaDownloadFailed (the base of the
+    other three; also for other schemes, HTTP errors and too many redirects), InvalidFileSize, or
+    InvalidFileFormat (bad data: URL).
+    """
+    text = url.strip() if isinstance(url, str) else ""
+    if not text:
+        raise MediaDownloadFailed("Failed to download the media: the URL is empty.")
+    scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+    if scheme == "data":
+        _mime, data = parse_data_url(text, max_bytes=policy.max_bytes)
+        return data
+    if scheme not in ("http", "https"):
+        raise MediaDownloadFailed(
+            f"Failed to download {_short_url(text)}: unsupported URL scheme, use http, https or data."
+        )
+    return _fetch_http(text, policy)

@@ -1,0 +1,156 @@
+"""Settings: built once at the edge (the CLI) from an environ mapping and flags, then passed down.
+
+Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_VAR_DIR = Path("var")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = f"sqlite:///{DEFAULT_VAR_DIR / 'videosynth.db'}"
+    storage_url: str = f"file://{(DEFAULT_VAR_DIR / 'storage').absolute()}"
+    public_url: str = "http://127.0.0.1:8000"
+    api_keys: tuple[str, ...] = ()
+    media_allow_private: bool = False
+    workers: int = 1
+    timezone: str = "UTC"
+    default_engine: str = "animatic"
+    work_dir: Path = DEFAULT_VAR_DIR / "work"
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    poll_interval: float = 0.1
+    task_timeout_seconds: float = 3 * 3600
+    retention_seconds: float = 24 * 3600
+    max_running_per_account: int = 5
+    drain_seconds: float = 30.0
+    model_routes: str = ""
+    worker_models: tuple[str, ...] | None = None
+    worker_engines: tuple[str, ...] | None = None
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_region: str | None = None
+
+    @property
+    def url_ttl_seconds(self) -> int:
+        # Links live as long as the task does, like the hosted service's 24 h.
+        return int(self.retention_seconds)
+
+    # (field, env var, help) — the CLI builds one flag per row; the help text names the env var.
+    ENV: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("database_url", "VIDEOSYNTH_DATABASE_URL", "task store URL (sqlite:///path)"),
+        ("storage_url", "VIDEOSYNTH_STORAGE_URL", "result storage URL (file:///dir)"),
+        ("public_url", "VIDEOSYNTH_PUBLIC_URL", "base of returned video_url links"),
+        ("api_keys", "VIDEOSYNTH_API_KEYS", "comma-separated bootstrap API keys, each its own account"),
+        ("media_allow_private", "VIDEOSYNTH_MEDIA_ALLOW_PRIVATE", "allow media URLs on private addresses (1/0)"),
+        ("workers", "VIDEOSYNTH_WORKERS", "worker processes embedded in serve (0 = API only)"),
+        ("timezone", "VIDEOSYNTH_TIMEZONE", "time zone of the wire time strings"),
+        ("default_engine", "VIDEOSYNTH_ENGINE", "engine behind the happyhorse-* models"),
+        ("work_dir", "VIDEOSYNTH_WORK_DIR", "scratch directory of the workers"),
+        ("model_routes", "VIDEOSYNTH_MODELS", "extra model=engine routes, comma-separated (e.g. happyhorse-1.1-r2v=wan-vace)"),
+        ("lease_seconds", "VIDEOSYNTH_LEASE_SECONDS", "lease of a RUNNING task, renewed by heartbeats"),
+        ("max_attempts", "VIDEOSYNTH_MAX_ATTEMPTS", "runs of a task whose worker was lost before it FAILS"),
+        ("task_timeout_seconds", "VIDEOSYNTH_TASK_TIMEOUT", "seconds (or 90m, 3h) until an unfinished task FAILS"),
+        ("retention_seconds", "VIDEOSYNTH_RETENTION", "seconds (or 24h) a task and its video are kept"),
+        ("max_running_per_account", "VIDEOSYNTH_MAX_RUNNING_PER_ACCOUNT", "running tasks per account (fair share)"),
+        ("drain_seconds", "VIDEOSYNTH_DRAIN_SECONDS", "on SIGTERM, seconds to finish the current task before handing it back"),
+        ("poll_interval", "VIDEOSYNTH_POLL_INTERVAL", "seconds between queue polls of an idle worker"),
+    )
+    # Standard AWS variables for S3-compatible storage.
+    AWS_ENV: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("s3_endpoint_url", "AWS_ENDPOINT_URL"),
+        ("s3_access_key_id", "AWS_ACCESS_KEY_ID"),
+        ("s3_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        ("s3_region", "AWS_REGION"),
+        ("s3_region", "AWS_DEFAULT_REGION"),
+    )
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
+        """Build from VIDEOSYNTH_* variables; ``overrides`` (CLI flags that were given) win."""
+        values: dict[str, object] = {}
+        for name, var in cls.AWS_ENV:
+            if environ.get(var) and name not in values:
+                values[name] = environ[var]
+        for name, var, _help in cls.ENV:
+            if var in environ and environ[var] != "":
+                values[name] = environ[var]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**_coerce(values))
+
+
+def parse_duration(value: object) -> float:
+    """Seconds, or a number with an s/m/h/d suffix: ``90``, ``90s``, ``15m``, ``3h``, ``1d``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], None)
+        try:
+            seconds = float(text[:-1]) * factor if factor else float(text)
+        except ValueError:
+            raise ValueError(f"not a duration: {value!r} (use seconds or 15m, 3h, 1d)") from None
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _coerce(values: dict[str, object]) -> dict[str, object]:
+    out = dict(values)
+    if "api_keys" in out and isinstance(out["api_keys"], str):
+        out["api_keys"] = tuple(k.strip() for k in str(out["api_keys"]).split(",") if k.strip())
+    if "media_allow_private" in out:
+        out["media_allow_private"] = _parse_bool(out["media_allow_private"])
+    if "workers" in out:
+        out["workers"] = int(str(out["workers"]))
+        if int(str(out["workers"])) < 0:
+            raise ValueError("VIDEOSYNTH_WORKERS must be >= 0")
+    for name in ("lease_seconds", "task_timeout_seconds", "retention_seconds", "drain_seconds", "poll_interval"):
+        if name in out:
+            out[name] = parse_duration(out[name])
+    for name in ("max_attempts", "max_running_per_account"):
+        if name in out:
+            out[name] = int(str(out[name]))
+            if int(str(out[name])) < 1:
+                raise ValueError(f"{name} must be >= 1")
+    for name in ("worker_models", "worker_engines"):
+        if isinstance(out.get(name), str):
+            out[name] = tuple(x.strip() for x in str(out[name]).split(",") if x.strip()) or None
+    if "work_dir" in out:
+        out["work_dir"] = Path(str(out["work_dir"]))
+    if "public_url" in out:
+        out["public_url"] = str(out["public_url"]).rstrip("/")
+    if "timezone" in out:
+        try:
+            ZoneInfo(str(out["timezone"]))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {out['timezone']!r}") from exc
+    return out

@@ -1,0 +1,1 @@
+"""The storage seam: where result videos live and how clients get a link to them."""

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class Storage(Protocol):
+    """Result storage. Keys are relative paths such as ``results/2026/11/25/<task_id>.mp4``."""
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Store the file at ``path`` under ``key`` (replacing any previous object)."""
+        ...
+
+    def url_for(self, key: str, expires_at_s: int) -> str:
+        """An absolute, signed link to ``key`` valid until ``expires_at_s`` (epoch seconds)."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+        ...
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Keys that start with ``prefix``, sorted."""
+        ...

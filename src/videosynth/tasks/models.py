@@ -1,0 +1,170 @@
+"""Task records and the status machine. Pure data, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED})
+
+# Every status write in a store is `UPDATE ... WHERE status = <from>`, so these are the only moves that
+# can ever happen; the contract tests check that the stores refuse everything else.
+# RUNNING -> PENDING is a lease that ran out (or a worker handing a task back on shutdown);
+# RUNNING -> CANCELED is our extension (the hosted service cancels PENDING tasks only);
+# PENDING -> FAILED is the task timeout.
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELED, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.PENDING}),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELED: frozenset(),
+}
+
+
+def can_transition(current: TaskStatus, new: TaskStatus) -> bool:
+    return new in TRANSITIONS[current]
+
+
+class Lease(enum.Enum):
+    """What a heartbeat learns about a RUNNING task."""
+
+    HELD = "held"
+    CANCEL_REQUESTED = "cancel_requested"
+    LOST = "lost"
+
+
+class CancelOutcome(enum.Enum):
+    CANCELED = "canceled"  # it was PENDING and is CANCELED now
+    REQUESTED = "requested"  # it is RUNNING; the worker will stop it
+    REFUSED = "refused"  # finished, unknown, or another account's
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    requeued: int
+    failed_lost: int
+    timed_out: int
+    purged_result_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    resolution: str
+    ratio: str
+    duration: int
+    seed: int
+    watermark: bool
+    width: int
+    height: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resolution": self.resolution,
+            "ratio": self.ratio,
+            "duration": self.duration,
+            "seed": self.seed,
+            "watermark": self.watermark,
+            "width": self.width,
+            "height": self.height,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
+        return cls(
+            resolution=str(data["resolution"]),
+            ratio=str(data["ratio"]),
+            duration=int(data["duration"]),
+            seed=int(data["seed"]),
+            watermark=bool(data["watermark"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+        )
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What the API hands the store at submit time."""
+
+    task_id: str
+    account_id: str
+    api_key_id: str
+    request_id: str
+    model: str
+    engine: str
+    prompt: str
+    media_urls: tuple[str, ...]
+    params: GenerationParams
+    submit_time_ms: int
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    account_id: str
+    api_key_id: str
+    request_id: str
+    model: str
+    engine: str
+    prompt: str
+    media_urls: tuple[str, ...]
+    params: GenerationParams
+    status: TaskStatus
+    submit_time_ms: int
+    scheduled_time_ms: int | None = None
+    end_time_ms: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    result_key: str | None = None
+    usage: dict[str, Any] | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Filters of ``GET /api/v1/tasks``; times are epoch milliseconds, bounds inclusive."""
+
+    status: TaskStatus | None = None
+    model: str | None = None
+    task_id: str | None = None
+    api_key_id: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    account_id: str
+    name: str
+    prefix: str
+    created_ms: int
+    revoked_ms: int | None = None
+
+
+def usage_for(params: GenerationParams) -> dict[str, Any]:
+    """The ``usage`` recorded for a SUCCEEDED task (billed seconds, tier, ratio)."""
+    return {
+        "duration": params.duration,
+        "input_video_duration": 0,
+        "output_video_duration": params.duration,
+        "video_count": 1,
+        "SR": int(params.resolution.rstrip("Pp")),
+        "ratio": params.ratio,
+    }

@@ -1,0 +1,127 @@
+"""PostgreSQL task store (psycopg 3): many API replicas and workers on many machines share one queue.
+
+Claims use ``FOR UPDATE SKIP LOCKED``; new work is announced with ``NOTIFY`` so idle workers wake at
+once (polling remains the fallback); migrations serialize on an advisory lock so replicas may start
+together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Collection, Iterator
+from importlib import resources
+from typing import Any
+
+from videosynth.errors import StoreError
+from videosynth.tasks.sqlite import split_statements
+from videosynth.tasks.sqlstore import SqlTaskStore
+
+try:
+    import psycopg
+    from psycopg.rows import dict_row
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("PostgreSQL support needs the postgres extra: pip install 'videosynth[postgres]'") from exc
+
+MIGRATIONS = ("postgres_001.sql",)
+CHANNEL = "videosynth_tasks"
+MIGRATION_LOCK = 0x7669_6465  # constants shared by every videosynth process
+ACCOUNT_LOCK_SPACE = 0x7669_0001
+MAINTENANCE_LOCK_SPACE = 0x7669_0002
+
+
+class PostgresTaskStore(SqlTaskStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._listener: psycopg.Connection[Any] | None = None
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"task store unavailable: {exc}") from exc
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            yield self._conn()
+        except psycopg.OperationalError as exc:
+            # The connection may be dead (server restart): drop it so the next call reconnects.
+            self._local.conn = None
+            raise StoreError(f"task store unavailable: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._db() as conn, conn.transaction():
+            yield conn
+
+    def _execute(self, conn: psycopg.Connection[Any], sql: str, args: Collection[Any] = ()) -> psycopg.Cursor[Any]:
+        return conn.execute(sql.replace("?", "%s"), tuple(args))  # type: ignore[arg-type]
+
+    # SKIP LOCKED lets concurrent claims pass each other instead of queueing on the same row.
+    _candidate_lock = " FOR UPDATE OF t SKIP LOCKED"
+
+    def _account_has_room(self, conn: psycopg.Connection[Any], account_id: str, limit: int) -> bool:
+        # Two claims for one account can both pass the candidate query's count; serialize them per account
+        # and count again. The lock is released at commit, after our UPDATE is visible.
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ACCOUNT_LOCK_SPACE, account_id))
+        row = conn.execute(
+            "SELECT count(*) AS n FROM tasks WHERE account_id = %s AND status = 'RUNNING'", (account_id,)
+        ).fetchone()
+        return bool(row is not None and row["n"] < limit)
+
+    def _try_maintenance_lock(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(%s, 0) AS ok", (MAINTENANCE_LOCK_SPACE,)).fetchone()
+        return bool(row and row["ok"])
+
+    def _after_create(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"NOTIFY {CHANNEL}")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in [*self._all, *([self._listener] if self._listener else [])]:
+                with contextlib.suppress(psycopg.Error):
+                    conn.close()
+            self._all.clear()
+            self._listener = None
+        self._local = threading.local()
+
+    def migrate(self) -> int:
+        with self._transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT)")
+            done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                for statement in split_statements(resources.files("videosynth.tasks").joinpath("sql", name).read_text()):
+                    conn.execute(statement)  # type: ignore[call-overload]
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (%s, %s)", (version, int(time.time() * 1000))
+                )
+            return len(MIGRATIONS)
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Block until a NOTIFY for new work arrives or ``timeout`` passes."""
+        try:
+            if self._listener is None or self._listener.closed:
+                self._listener = self._connect()
+                self._listener.execute(f"LISTEN {CHANNEL}")
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.OperationalError:
+            self._listener = None
+            time.sleep(timeout)

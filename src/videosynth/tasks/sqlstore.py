@@ -1,0 +1,394 @@
+"""What the SQLite and PostgreSQL stores share: the queries (written with ``?`` placeholders) and row mapping.
+
+A subclass supplies connections, transactions, the dialect's claim statement and its migrations.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from videosynth.tasks.models import (
+    ApiKey,
+    CancelOutcome,
+    GenerationParams,
+    Lease,
+    MaintenanceReport,
+    NewTask,
+    Task,
+    TaskFilter,
+    TaskStatus,
+)
+
+TASK_COLUMNS = (
+    "task_id, account_id, api_key_id, request_id, model, engine, prompt, params, status, submit_time_ms,"
+    " scheduled_time_ms, end_time_ms, error_code, error_message, result_key, usage, worker_id, attempts,"
+    " cancel_requested, extra"
+)
+TIMEOUT_MESSAGE = (
+    "An internal timeout error has occured during execution, please try again later or contact service support."
+)
+
+
+def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        account_id=row["account_id"],
+        api_key_id=row["api_key_id"],
+        request_id=row["request_id"],
+        model=row["model"],
+        engine=row["engine"],
+        prompt=row["prompt"],
+        media_urls=media,
+        params=GenerationParams.from_dict(json.loads(row["params"])),
+        status=TaskStatus(row["status"]),
+        submit_time_ms=row["submit_time_ms"],
+        scheduled_time_ms=row["scheduled_time_ms"],
+        end_time_ms=row["end_time_ms"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        result_key=row["result_key"],
+        usage=json.loads(row["usage"]) if row["usage"] else None,
+        worker_id=row["worker_id"],
+        attempts=row["attempts"],
+        cancel_requested=bool(row["cancel_requested"]),
+        extra=json.loads(row["extra"] or "{}"),
+    )
+
+
+def row_to_key(row: Mapping[str, Any]) -> ApiKey:
+    return ApiKey(
+        key_id=row["key_id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        created_ms=row["created_ms"],
+        revoked_ms=row["revoked_ms"],
+    )
+
+
+def placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SqlTaskStore(abc.ABC):
+    """Every status change is a conditional UPDATE; a lost race changes no row and returns False."""
+
+    # --- supplied by the dialect ------------------------------------------------------------------
+    @abc.abstractmethod
+    def _db(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection in autocommit mode, with driver errors mapped to StoreError."""
+
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection inside a write transaction, committed on exit."""
+
+    @abc.abstractmethod
+    def _execute(self, conn: Any, sql: str, args: Collection[Any] = ()) -> Any:
+        """Run ``sql`` (``?`` placeholders); returns a cursor with rowcount/fetchone/fetchall of mappings."""
+
+    #: appended to the claim's candidate query (PostgreSQL: FOR UPDATE SKIP LOCKED)
+    _candidate_lock = ""
+
+    def _account_has_room(self, conn: Any, account_id: str, limit: int) -> bool:
+        """Re-check the fair-share limit where concurrent claims can interleave (PostgreSQL)."""
+        return True
+
+    @abc.abstractmethod
+    def _try_maintenance_lock(self, conn: Any) -> bool:
+        """Inside a transaction: True if this process may run maintenance now (one process at a time)."""
+
+    # --- tasks -------------------------------------------------------------------------------------
+    def create(self, task: NewTask) -> None:
+        with self._transaction() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO tasks (task_id, account_id, api_key_id, request_id, model, engine, prompt, params,"
+                " status, submit_time_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    task.task_id,
+                    task.account_id,
+                    task.api_key_id,
+                    task.request_id,
+                    task.model,
+                    task.engine,
+                    task.prompt,
+                    json.dumps(task.params.to_dict()),
+                    TaskStatus.PENDING.value,
+                    task.submit_time_ms,
+                ),
+            )
+            for i, url in enumerate(task.media_urls):
+                self._execute(conn, "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)", (task.task_id, i, url))
+            self._after_create(conn)
+
+    def _after_create(self, conn: Any) -> None:
+        """Hook for wake-ups (PostgreSQL NOTIFY)."""
+
+    def _media(self, conn: Any, task_id: str) -> tuple[str, ...]:
+        rows = self._execute(conn, "SELECT url FROM task_media WHERE task_id=? ORDER BY position", (task_id,))
+        return tuple(r["url"] for r in rows.fetchall())
+
+    def get(self, task_id: str) -> Task | None:
+        with self._db() as conn:
+            row = self._execute(conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+            return row_to_task(row) if row else None
+
+    def list(self, account_id: str, flt: TaskFilter, offset: int, limit: int) -> tuple[int, list[Task]]:
+        where = ["account_id = ?"]
+        args: list[Any] = [account_id]
+        for column, op, value in (
+            ("status", "=", flt.status.value if flt.status is not None else None),
+            ("model", "=", flt.model),
+            ("task_id", "=", flt.task_id),
+            ("api_key_id", "=", flt.api_key_id),
+            ("submit_time_ms", ">=", flt.start_ms),
+            ("submit_time_ms", "<=", flt.end_ms),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        clause = " AND ".join(where)
+        with self._db() as conn:
+            total = self._execute(conn, f"SELECT count(*) AS n FROM tasks WHERE {clause}", args).fetchone()["n"]
+            rows = self._execute(
+                conn,
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE {clause}"
+                " ORDER BY submit_time_ms DESC, task_id LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return int(total), [row_to_task(r) for r in rows]
+
+    def cancel_pending(self, task_id: str, account_id: str, now_ms: int) -> bool:
+        with self._db() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE tasks SET status='CANCELED', end_time_ms=?"
+                " WHERE task_id=? AND account_id=? AND status='PENDING'",
+                (now_ms, task_id, account_id),
+            )
+            return bool(cur.rowcount == 1)
+
+    def request_cancel(self, task_id: str, account_id: str, now_ms: int) -> CancelOutcome:
+        if self.cancel_pending(task_id, account_id, now_ms):
+            return CancelOutcome.CANCELED
+        with self._db() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE tasks SET cancel_requested=1 WHERE task_id=? AND account_id=? AND status='RUNNING'",
+                (task_id, account_id),
+            )
+            if cur.rowcount == 1:
+                return CancelOutcome.REQUESTED
+        # A task claimed between the two statements is RUNNING by the second one, so no window is lost.
+        return CancelOutcome.REFUSED
+
+    def claim(
+        self,
+        worker_id: str,
+        now_ms: int,
+        lease_ms: int,
+        *,
+        models: Collection[str] | None = None,
+        engines: Collection[str] | None = None,
+        max_running_per_account: int | None = None,
+    ) -> Task | None:
+        where, args = "", []
+        for column, values in (("model", models), ("engine", engines)):
+            if values is not None:
+                if not values:
+                    return None
+                where += f" AND t.{column} IN ({placeholders(len(values))})"
+                args.extend(values)
+        if max_running_per_account is not None:
+            where += (
+                " AND (SELECT count(*) FROM tasks r WHERE r.account_id = t.account_id AND r.status = 'RUNNING') < ?"
+            )
+            args.append(max_running_per_account)
+        with self._transaction() as conn:
+            candidate = self._execute(
+                conn,
+                f"SELECT t.task_id, t.account_id FROM tasks t WHERE t.status = 'PENDING'{where}"
+                f" ORDER BY t.submit_time_ms, t.task_id LIMIT 1{self._candidate_lock}",
+                args,
+            ).fetchone()
+            if candidate is None:
+                return None
+            if max_running_per_account is not None and not self._account_has_room(
+                conn, candidate["account_id"], max_running_per_account
+            ):
+                return None
+            # The status check makes a lost race a no-op even where the candidate was not locked.
+            row = self._execute(
+                conn,
+                "UPDATE tasks SET status='RUNNING', worker_id=?, lease_expires_ms=?,"
+                " scheduled_time_ms=COALESCE(scheduled_time_ms, ?), attempts=attempts+1"
+                f" WHERE task_id=? AND status='PENDING' RETURNING {TASK_COLUMNS}",
+                (worker_id, now_ms + lease_ms, now_ms, candidate["task_id"]),
+            ).fetchone()
+            if row is None:
+                return None
+            return row_to_task(row, self._media(conn, row["task_id"]))
+
+    def heartbeat(self, task_id: str, worker_id: str, now_ms: int, lease_ms: int) -> Lease:
+        with self._db() as conn:
+            row = self._execute(
+                conn,
+                "UPDATE tasks SET lease_expires_ms=? WHERE task_id=? AND worker_id=? AND status='RUNNING'"
+                " RETURNING cancel_requested",
+                (now_ms + lease_ms, task_id, worker_id),
+            ).fetchone()
+            if row is None:
+                return Lease.LOST
+            return Lease.CANCEL_REQUESTED if row["cancel_requested"] else Lease.HELD
+
+    def succeed(
+        self, task_id: str, worker_id: str, now_ms: int, result_key: str, usage: dict[str, Any]
+    ) -> bool:
+        with self._db() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE tasks SET status='SUCCEEDED', end_time_ms=?, result_key=?, usage=?,"
+                " lease_expires_ms=NULL WHERE task_id=? AND worker_id=? AND status='RUNNING'",
+                (now_ms, result_key, json.dumps(usage), task_id, worker_id),
+            )
+            return bool(cur.rowcount == 1)
+
+    def fail(self, task_id: str, worker_id: str, now_ms: int, code: str, message: str) -> bool:
+        with self._db() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_code=?, error_message=?,"
+                " lease_expires_ms=NULL WHERE task_id=? AND worker_id=? AND status='RUNNING'",
+                (now_ms, code, message, task_id, worker_id),
+            )
+            return bool(cur.rowcount == 1)
+
+    def finish_canceled(self, task_id: str, worker_id: str, now_ms: int) -> bool:
+        with self._db() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE tasks SET status='CANCELED', end_time_ms=?, lease_expires_ms=NULL"
+                " WHERE task_id=? AND worker_id=? AND status='RUNNING'",
+                (now_ms, task_id, worker_id),
+            )
+            return bool(cur.rowcount == 1)
+
+    def release(self, task_id: str, worker_id: str) -> bool:
+        with self._db() as conn:
+            # Handing a task back on shutdown is not a failed attempt.
+            cur = self._execute(
+                conn,
+                "UPDATE tasks SET status='PENDING', worker_id=NULL, lease_expires_ms=NULL, attempts=attempts-1"
+                " WHERE task_id=? AND worker_id=? AND status='RUNNING' AND cancel_requested=0",
+                (task_id, worker_id),
+            )
+            released = bool(cur.rowcount == 1)
+            if released:
+                self._after_create(conn)
+            return released
+
+    def _requeue_expired(self, conn: Any, now_ms: int, max_attempts: int) -> tuple[int, int]:
+        failed = self._execute(
+            conn,
+            "UPDATE tasks SET status='FAILED', end_time_ms=?, error_code='InternalError',"
+            " error_message='The task was interrupted too many times (worker lost).',"
+            " lease_expires_ms=NULL"
+            " WHERE status='RUNNING' AND lease_expires_ms < ? AND attempts >= ?",
+            (now_ms, now_ms, max_attempts),
+        ).rowcount
+        requeued = self._execute(
+            conn,
+            "UPDATE tasks SET status='PENDING', worker_id=NULL, lease_expires_ms=NULL"
+            " WHERE status='RUNNING' AND lease_expires_ms < ?",
+            (now_ms,),
+        ).rowcount
+        if requeued:
+            self._after_create(conn)
+        return int(requeued), int(failed)
+
+    def requeue_expired(self, now_ms: int, max_attempts: int) -> tuple[int, int]:
+        with self._transaction() as conn:
+            return self._requeue_expired(conn, now_ms, max_attempts)
+
+    def maintain(
+        self, now_ms: int, *, max_attempts: int, timeout_ms: int, retention_ms: int
+    ) -> MaintenanceReport | None:
+        with self._transaction() as conn:
+            if not self._try_maintenance_lock(conn):
+                return None
+            requeued, failed_lost = self._requeue_expired(conn, now_ms, max_attempts)
+            timed_out = self._execute(
+                conn,
+                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_code='InternalError.Timeout',"
+                " error_message=?, lease_expires_ms=NULL"
+                " WHERE status IN ('PENDING', 'RUNNING') AND submit_time_ms < ?",
+                (now_ms, TIMEOUT_MESSAGE, now_ms - timeout_ms),
+            ).rowcount
+            cutoff = now_ms - retention_ms
+            keys = [
+                r["result_key"]
+                for r in self._execute(
+                    conn, "SELECT result_key FROM tasks WHERE submit_time_ms < ? AND result_key IS NOT NULL", (cutoff,)
+                ).fetchall()
+            ]
+            self._execute(
+                conn,
+                "DELETE FROM task_media WHERE task_id IN (SELECT task_id FROM tasks WHERE submit_time_ms < ?)",
+                (cutoff,),
+            )
+            self._execute(conn, "DELETE FROM tasks WHERE submit_time_ms < ?", (cutoff,))
+        return MaintenanceReport(
+            requeued=requeued, failed_lost=failed_lost, timed_out=int(timed_out), purged_result_keys=tuple(keys)
+        )
+
+    # --- API keys ----------------------------------------------------------------------------------
+    def create_key(self, name: str, key_hash: str, prefix: str, now_ms: int) -> ApiKey:
+        account_id = str(uuid.uuid4())
+        key_id = str(uuid.uuid4())
+        with self._transaction() as conn:
+            self._execute(
+                conn, "INSERT INTO accounts (account_id, name, created_ms) VALUES (?,?,?)", (account_id, name, now_ms)
+            )
+            self._execute(
+                conn,
+                "INSERT INTO api_keys (key_id, account_id, name, key_hash, prefix, created_ms) VALUES (?,?,?,?,?,?)",
+                (key_id, account_id, name, key_hash, prefix, now_ms),
+            )
+        return ApiKey(key_id=key_id, account_id=account_id, name=name, prefix=prefix, created_ms=now_ms)
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        with self._db() as conn:
+            row = self._execute(
+                conn, "SELECT * FROM api_keys WHERE key_hash=? AND revoked_ms IS NULL", (key_hash,)
+            ).fetchone()
+            return row_to_key(row) if row else None
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._db() as conn:
+            rows = self._execute(conn, "SELECT * FROM api_keys ORDER BY created_ms, key_id").fetchall()
+            return [row_to_key(r) for r in rows]
+
+    def revoke_key(self, key_id_or_prefix: str, now_ms: int) -> bool:
+        with self._db() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE api_keys SET revoked_ms=? WHERE (key_id=? OR prefix=?) AND revoked_ms IS NULL",
+                (now_ms, key_id_or_prefix, key_id_or_prefix),
+            )
+            return bool(cur.rowcount > 0)
+
+    # --- shared secrets ----------------------------------------------------------------------------
+    def get_or_create_secret(self, name: str, factory: Callable[[], str]) -> str:
+        with self._transaction() as conn:
+            # Insert-if-absent, then read: two processes racing both end up with the first value.
+            self._execute(
+                conn, "INSERT INTO secrets (name, value) VALUES (?,?) ON CONFLICT (name) DO NOTHING", (name, factory())
+            )
+            row = self._execute(conn, "SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
+            return str(row["value"])
+

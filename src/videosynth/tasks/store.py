@@ -1,0 +1,112 @@
+"""The store seam: one Protocol for the task table (which is also the queue), API keys and shared secrets.
+
+Implementations: ``SqliteTaskStore`` (embedded default), ``PostgresTaskStore`` (scale-out). Every implementation must pass
+``tests/test_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from videosynth.tasks.models import ApiKey, CancelOutcome, Lease, MaintenanceReport, NewTask, Task, TaskFilter
+
+
+class TaskStore(Protocol):
+    def migrate(self) -> int:
+        """Bring the schema up to date (idempotent); returns the schema version."""
+        ...
+
+    def close(self) -> None: ...
+
+    # --- tasks -------------------------------------------------------------------------------------
+    def create(self, task: NewTask) -> None: ...
+
+    def get(self, task_id: str) -> Task | None: ...
+
+    def list(self, account_id: str, flt: TaskFilter, offset: int, limit: int) -> tuple[int, list[Task]]:
+        """Tasks of one account, newest first, and the total matching ``flt``."""
+        ...
+
+    def cancel_pending(self, task_id: str, account_id: str, now_ms: int) -> bool:
+        """PENDING -> CANCELED; False when the task is not this account's or not PENDING."""
+        ...
+
+    def request_cancel(self, task_id: str, account_id: str, now_ms: int) -> CancelOutcome:
+        """Cancel a PENDING task now, or flag a RUNNING one for its worker to stop."""
+        ...
+
+    def claim(
+        self,
+        worker_id: str,
+        now_ms: int,
+        lease_ms: int,
+        *,
+        models: Collection[str] | None = None,
+        engines: Collection[str] | None = None,
+        max_running_per_account: int | None = None,
+    ) -> Task | None:
+        """Atomically move the oldest eligible PENDING task to RUNNING for this worker.
+
+        Eligible: of ``models`` / ``engines`` if given, and of an account with fewer than
+        ``max_running_per_account`` RUNNING tasks if given."""
+        ...
+
+    def heartbeat(self, task_id: str, worker_id: str, now_ms: int, lease_ms: int) -> Lease:
+        """Extend the lease and report whether the task is still ours and whether a cancel was asked."""
+        ...
+
+    def succeed(
+        self, task_id: str, worker_id: str, now_ms: int, result_key: str, usage: dict[str, Any]
+    ) -> bool:
+        """RUNNING -> SUCCEEDED, only while ``worker_id`` holds the task."""
+        ...
+
+    def fail(self, task_id: str, worker_id: str, now_ms: int, code: str, message: str) -> bool:
+        """RUNNING -> FAILED, only while ``worker_id`` holds the task."""
+        ...
+
+    def finish_canceled(self, task_id: str, worker_id: str, now_ms: int) -> bool:
+        """RUNNING -> CANCELED after a requested cancel, only while ``worker_id`` holds the task."""
+        ...
+
+    def release(self, task_id: str, worker_id: str) -> bool:
+        """RUNNING -> PENDING: a stopping worker hands its task back (not counted as an attempt)."""
+        ...
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Return when new work may be available (a notification), or after ``timeout`` seconds."""
+        ...
+
+    def requeue_expired(self, now_ms: int, max_attempts: int) -> tuple[int, int]:
+        """RUNNING tasks whose lease ran out go back to PENDING, or to FAILED after ``max_attempts``.
+
+        Returns (requeued, failed)."""
+        ...
+
+    def maintain(
+        self, now_ms: int, *, max_attempts: int, timeout_ms: int, retention_ms: int
+    ) -> MaintenanceReport | None:
+        """Requeue lost tasks, fail overdue ones (InternalError.Timeout), purge expired ones.
+
+        Runs in one process at a time (a lock); returns None when another process holds it. The caller
+        deletes ``purged_result_keys`` from storage."""
+        ...
+
+    # --- API keys ----------------------------------------------------------------------------------
+    def create_key(self, name: str, key_hash: str, prefix: str, now_ms: int) -> ApiKey:
+        """A new key in a new account of its own."""
+        ...
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        """The active (not revoked) key with this hash."""
+        ...
+
+    def list_keys(self) -> list[ApiKey]: ...
+
+    def revoke_key(self, key_id_or_prefix: str, now_ms: int) -> bool: ...
+
+    # --- shared secrets ----------------------------------------------------------------------------
+    def get_or_create_secret(self, name: str, factory: Callable[[], str]) -> str:
+        """One value shared by every process on this store (e.g. the URL-signing key)."""
+        ...

@@ -1,0 +1,175 @@
+"""The engine process: engines run in a spawned child so a crash or OOM costs one task, not the worker.
+
+Parent and child talk over a pipe with the small messages below. The child keeps engines loaded
+between tasks (for GPU engines, loading weights is the expensive part).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from videosynth.engines.base import GenerationRequest, GenerationResult
+from videosynth.errors import Canceled, EngineCrashed, EngineError, VideosynthError
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class Generate:
+    engine: str
+    request: GenerationRequest
+    output_path: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Done:
+    frames: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    message: str
+
+
+def _child_main(conn: Connection) -> None:
+    from videosynth.engines.registry import create_engine
+
+    engines = {}
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if isinstance(msg, Shutdown):
+            return
+        if not isinstance(msg, Generate):
+            continue
+        last_sent = 0.0
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal last_sent
+            # Only this thread reads the pipe, so polling it from the engine's callback is safe.
+            while conn.poll():
+                if isinstance(conn.recv(), Cancel):
+                    raise Canceled()
+            now = time.monotonic()
+            if now - last_sent >= PROGRESS_EVERY_S or done == total:
+                last_sent = now
+                conn.send(Progress(done, total))
+
+        try:
+            if msg.engine not in engines:
+                engines[msg.engine] = create_engine(msg.engine)
+            result = engines[msg.engine].generate(msg.request, Path(msg.output_path), on_progress)
+            conn.send(Done(result.frames, result.duration))
+        except VideosynthError as exc:
+            conn.send(Failed(exc.code, exc.message))
+        except MemoryError:
+            conn.send(Failed(EngineError.code, "The engine ran out of memory."))
+        except Exception as exc:  # an engine bug must fail the task, not the process
+            log.exception("engine failed")
+            conn.send(Failed(EngineError.code, f"{EngineError.__doc__} ({type(exc).__name__}: {exc})"))
+
+
+class EngineHost:
+    """Parent side: starts the child on first use and again after it dies."""
+
+    def __init__(self) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def start(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_child_main, args=(child,), name="videosynth-engine", daemon=True)
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+
+    def generate(
+        self,
+        engine: str,
+        request: GenerationRequest,
+        output_path: Path,
+        on_progress: Callable[[int, int], bool],
+    ) -> GenerationResult:
+        """Run one generation. ``on_progress`` returns True to ask the engine to stop (cancel)."""
+        self.start()
+        assert self._conn is not None and self._proc is not None
+        conn, proc = self._conn, self._proc
+        try:
+            conn.send(Generate(engine, request, str(output_path)))
+            cancel_sent = False
+            while True:
+                if not conn.poll(0.2):
+                    if not proc.is_alive():
+                        raise EngineCrashed(
+                            f"The engine process exited with code {proc.exitcode}; out of memory?"
+                        )
+                    # Give the caller a chance to cancel even when the engine is silent.
+                    if on_progress(-1, -1) and not cancel_sent:
+                        conn.send(Cancel())
+                        cancel_sent = True
+                    continue
+                msg = conn.recv()
+                if isinstance(msg, Progress):
+                    if on_progress(msg.done, msg.total) and not cancel_sent:
+                        conn.send(Cancel())
+                        cancel_sent = True
+                elif isinstance(msg, Done):
+                    return GenerationResult(frames=msg.frames, duration=msg.duration)
+                elif isinstance(msg, Failed):
+                    if msg.code == Canceled.code:
+                        raise Canceled(msg.message)
+                    err = EngineError(msg.message)
+                    err.code = msg.code
+                    raise err
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
+            proc.join(timeout=5)
+            self._proc = None
+            raise EngineCrashed(f"The engine process exited with code {proc.exitcode}; out of memory?") from exc
+        except EngineCrashed:
+            self._proc = None
+            raise
+
+    def close(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            if self._conn is not None:
+                self._conn.send(Shutdown())
+        except OSError:
+            pass
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._proc = None

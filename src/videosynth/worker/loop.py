@@ -1,0 +1,222 @@
+"""The worker loop: claim -> fetch and validate media -> generate in the engine process -> store -> finish.
+
+A heartbeat thread renews the task's lease and watches for a cancel request; the engine is asked to stop
+(within one progress step) when the task is canceled, when the lease is lost, or when a stopping worker's
+drain time runs out, in which case the task is handed back to the queue.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from videosynth import sizes
+from videosynth.engines.base import GenerationRequest, ReferenceImage
+from videosynth.errors import Canceled, MediaDownloadFailed, StoreError, VideosynthError
+from videosynth.media.fetch import FetchPolicy, fetch_media
+from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
+from videosynth.maintenance import run_maintenance
+from videosynth.media.validate import validate_image
+from videosynth.settings import Settings
+from videosynth.storage.base import Storage
+from videosynth.tasks.models import Lease, Task, usage_for
+from videosynth.tasks.store import TaskStore
+from videosynth.worker.host import EngineHost
+
+log = logging.getLogger(__name__)
+
+# A cancel lands within a second: the heartbeat looks at the task this often.
+WATCH_EVERY_S = 0.25
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def result_key(task: Task) -> str:
+    # One object per attempt, so a worker that lost its lease can never overwrite the recorded result.
+    return f"results/{task.task_id}-{task.attempts}.mp4"
+
+
+class StopReason(enum.Enum):
+    CANCELED = "canceled"
+    LEASE_LOST = "lease lost"
+    SHUTDOWN = "shutdown"
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: TaskStore,
+        storage: Storage,
+        worker_id: str | None = None,
+        host: EngineHost | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.storage = storage
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host = host or EngineHost()
+        self.fetch_policy = FetchPolicy(allow_private=settings.media_allow_private)
+        self.lease_ms = int(settings.lease_seconds * 1000)
+        self._last_maintenance = 0.0
+        self._stop = threading.Event()
+        self._stop_at: float | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set. A task in progress gets ``drain_seconds`` to finish, then is handed back."""
+        self._stop = stop
+        log.info("worker %s started", self.worker_id)
+        self.host.start()  # pay the engine process start-up before the first task, not during it
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.run_once():
+                        self.store.wait_for_work(self.settings.poll_interval)
+                except StoreError as exc:
+                    # The database may be restarting; keep the worker alive and try again.
+                    log.warning("store unavailable: %s", exc)
+                    stop.wait(1.0)
+        finally:
+            self.host.close()
+            log.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> bool:
+        """Claim and process one task; False when there was nothing to do."""
+        self.maintain()
+        task = self.store.claim(
+            self.worker_id,
+            now_ms(),
+            self.lease_ms,
+            models=self.settings.worker_models,
+            engines=self.settings.worker_engines,
+            max_running_per_account=self.settings.max_running_per_account,
+        )
+        if task is None:
+            return False
+        self.process(task)
+        return True
+
+    def maintain(self, force: bool = False) -> None:
+        if force or time.monotonic() - self._last_maintenance >= MAINTENANCE_EVERY_S:
+            self._last_maintenance = time.monotonic()
+            run_maintenance(self.settings, self.store, self.storage)
+
+    def _should_stop(self) -> bool:
+        if not self._stop.is_set():
+            return False
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+        return time.monotonic() - self._stop_at >= self.settings.drain_seconds
+
+    def process(self, task: Task) -> None:
+        reason: list[StopReason] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            # Renew the lease every lease/3, and look for cancel requests and lost leases more often.
+            renew_every = self.settings.lease_seconds / 3
+            last_renew = time.monotonic()
+            while not done.wait(min(WATCH_EVERY_S, renew_every)):
+                try:
+                    state = self.store.heartbeat(task.task_id, self.worker_id, now_ms(), self.lease_ms)
+                    last_renew = time.monotonic()
+                except VideosynthError as exc:
+                    log.warning("heartbeat failed for %s: %s", task.task_id, exc)
+                    if time.monotonic() - last_renew > self.settings.lease_seconds:
+                        reason.append(StopReason.LEASE_LOST)
+                        return
+                    continue
+                if state is Lease.LOST:
+                    reason.append(StopReason.LEASE_LOST)
+                    return
+                if state is Lease.CANCEL_REQUESTED:
+                    reason.append(StopReason.CANCELED)
+                    return
+                if self._should_stop():
+                    reason.append(StopReason.SHUTDOWN)
+                    return
+
+        watcher = threading.Thread(target=watch, name=f"lease-{task.task_id[:8]}", daemon=True)
+        watcher.start()
+        workdir = self.settings.work_dir / f"{task.task_id}-{task.attempts}"
+        try:
+            self._generate_and_store(task, workdir, lambda: bool(reason))
+        except Canceled:
+            why = reason[0] if reason else StopReason.CANCELED
+            log.info("task %s stopped: %s", task.task_id, why.value)
+            if why is StopReason.CANCELED:
+                self.store.finish_canceled(task.task_id, self.worker_id, now_ms())
+            elif why is StopReason.SHUTDOWN and not self.store.release(task.task_id, self.worker_id):
+                # A cancel came in meanwhile: honour it rather than requeue.
+                self.store.finish_canceled(task.task_id, self.worker_id, now_ms())
+        except VideosynthError as exc:
+            log.info("task %s failed: %s %s", task.task_id, exc.code, exc.message)
+            self.store.fail(task.task_id, self.worker_id, now_ms(), exc.code, exc.message)
+        except Exception as exc:  # a bug here must fail one task, never the worker
+            log.exception("task %s crashed the worker loop", task.task_id)
+            self.store.fail(
+                task.task_id,
+                self.worker_id,
+                now_ms(),
+                "InternalError",
+                f"An internal error has occured ({type(exc).__name__}).",
+            )
+        finally:
+            done.set()
+            watcher.join()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _generate_and_store(self, task: Task, workdir: Path, should_stop: Callable[[], bool]) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        references = []
+        for index, url in enumerate(task.media_urls, start=1):
+            if should_stop():
+                raise Canceled()
+            data = self._fetch(url)
+            info = validate_image(data)
+            path = workdir / f"ref_{index}{info.extension}"
+            path.write_bytes(data)
+            references.append(ReferenceImage(index=index, path=path, width=info.width, height=info.height))
+            del data
+        p = task.params
+        request = GenerationRequest(
+            prompt=task.prompt,
+            references=tuple(references),
+            resolution=p.resolution,
+            ratio=p.ratio,
+            width=p.width,
+            height=p.height,
+            duration=p.duration,
+            fps=sizes.FPS,
+            seed=p.seed,
+            watermark=p.watermark,
+        )
+        output = workdir / "output.mp4"
+        self.host.generate(task.engine, request, output, lambda done, total: should_stop())
+        if should_stop():
+            raise Canceled()
+        key = result_key(task)
+        self.storage.put_file(key, output, "video/mp4")
+        if not self.store.succeed(task.task_id, self.worker_id, now_ms(), key, usage_for(p)):
+            # The task is not ours any more (lease lost, timed out): leave no stray object behind.
+            log.warning("task %s finished after losing its lease; result discarded", task.task_id)
+            self.storage.delete(key)
+
+    def _fetch(self, url: str) -> bytes:
+        if url.lower().startswith("oss://"):
+            raise MediaDownloadFailed(
+                "oss:// URLs are not supported by this server yet; send a data: or http(s) URL."
+            )
+        return fetch_media(url, self.fetch_policy)
+

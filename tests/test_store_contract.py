@@ -1,0 +1,304 @@
+"""One contract for every TaskStore implementation (the queue is the table)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from videosynth.tasks.models import CancelOutcome, GenerationParams, Lease, NewTask, TaskFilter, TaskStatus
+from videosynth.tasks.sqlite import SqliteTaskStore
+from videosynth.tasks.store import TaskStore
+
+PARAMS = GenerationParams(resolution="720P", ratio="16:9", duration=5, seed=1, watermark=True, width=1280, height=720)
+LEASE = 30_000
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], TaskStore]]:
+    """Makes independent connections to one store, as separate processes would have."""
+    made: list[TaskStore] = []
+    if request.param == "postgres":
+        from videosynth.tasks.postgres import PostgresTaskStore
+
+        url = request.getfixturevalue("pg_url")
+
+    def make() -> TaskStore:
+        s: TaskStore
+        if request.param == "postgres":
+            s = PostgresTaskStore(url)
+        else:
+            s = SqliteTaskStore(tmp_path / "contract.db")
+        made.append(s)
+        return s
+
+    make().migrate()
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def store(store_factory: Callable[[], TaskStore]) -> TaskStore:
+    return store_factory()
+
+
+def new_task(
+    t: int, account: str = "acct-1", model: str = "happyhorse-1.1-r2v", media: int = 2, engine: str = "animatic"
+) -> NewTask:
+    return NewTask(
+        task_id=str(uuid.uuid4()),
+        account_id=account,
+        api_key_id="key-1",
+        request_id=str(uuid.uuid4()),
+        model=model,
+        engine=engine,
+        prompt="[Image 1] walks",
+        media_urls=tuple(f"https://img.test/{i}.png" for i in range(media)),
+        params=PARAMS,
+        submit_time_ms=t,
+    )
+
+
+def test_migrate_is_idempotent(store: TaskStore) -> None:
+    assert store.migrate() == store.migrate()
+
+
+def test_create_get_and_claim_roundtrip(store: TaskStore) -> None:
+    task = new_task(1000, media=3)
+    store.create(task)
+    got = store.get(task.task_id)
+    assert got is not None
+    assert got.status is TaskStatus.PENDING and got.params == PARAMS and got.prompt == task.prompt
+    assert store.get("missing") is None
+    claimed = store.claim("w1", 2000, LEASE)
+    assert claimed is not None and claimed.task_id == task.task_id
+    assert claimed.status is TaskStatus.RUNNING and claimed.worker_id == "w1" and claimed.attempts == 1
+    assert claimed.media_urls == task.media_urls
+    assert claimed.scheduled_time_ms == 2000
+    assert store.claim("w2", 2000, LEASE) is None
+
+
+def test_claim_is_fifo_and_filters_models(store: TaskStore) -> None:
+    a, b, c = new_task(3), new_task(1, model="other"), new_task(2)
+    for t in (a, b, c):
+        store.create(t)
+    first = store.claim("w", 10, LEASE, models=["happyhorse-1.1-r2v"])
+    second = store.claim("w", 10, LEASE, models=["happyhorse-1.1-r2v"])
+    assert first is not None and second is not None
+    assert (first.task_id, second.task_id) == (c.task_id, a.task_id)
+    assert store.claim("w", 10, LEASE, models=["happyhorse-1.1-r2v"]) is None
+    assert store.claim("w", 10, LEASE, models=[]) is None
+    last = store.claim("w", 10, LEASE)
+    assert last is not None and last.task_id == b.task_id
+
+
+def test_concurrent_claims_never_double(store_factory: Callable[[], TaskStore]) -> None:
+    seed = store_factory()
+    tasks = [new_task(i) for i in range(200)]
+    for t in tasks:
+        seed.create(t)
+    claimed: dict[str, list[str]] = {}
+
+    def run(name: str) -> None:
+        s = store_factory()
+        mine = claimed.setdefault(name, [])
+        while (task := s.claim(name, 10, LEASE)) is not None:
+            mine.append(task.task_id)
+            assert s.succeed(task.task_id, name, 20, f"results/{task.task_id}.mp4", {"duration": 5})
+
+    threads = [threading.Thread(target=run, args=(f"w{i}",)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    all_ids = [i for ids in claimed.values() for i in ids]
+    assert len(all_ids) == len(set(all_ids)) == 200
+    assert {t.task_id for t in tasks} == set(all_ids)
+
+
+def test_transitions_are_enforced(store: TaskStore) -> None:
+    t = new_task(1)
+    store.create(t)
+    assert not store.succeed(t.task_id, "w1", 5, "k", {})  # PENDING -> SUCCEEDED refused
+    assert not store.fail(t.task_id, "w1", 5, "X", "y")
+    assert store.claim("w1", 5, LEASE) is not None
+    assert not store.cancel_pending(t.task_id, "acct-1", 6)  # RUNNING cannot be canceled here
+    assert not store.succeed(t.task_id, "w2", 7, "k", {})  # only the holder finishes
+    assert store.succeed(t.task_id, "w1", 8, "results/x.mp4", {"duration": 5})
+    assert not store.succeed(t.task_id, "w1", 9, "k2", {})  # never recorded twice
+    assert not store.fail(t.task_id, "w1", 9, "X", "y")
+    got = store.get(t.task_id)
+    assert got is not None and got.status is TaskStatus.SUCCEEDED
+    assert got.result_key == "results/x.mp4" and got.usage == {"duration": 5} and got.end_time_ms == 8
+
+    f = new_task(2)
+    store.create(f)
+    assert store.claim("w1", 5, LEASE) is not None
+    assert store.fail(f.task_id, "w1", 6, "InvalidFile.Format", "bad image")
+    got = store.get(f.task_id)
+    assert got is not None and got.status is TaskStatus.FAILED
+    assert (got.error_code, got.error_message) == ("InvalidFile.Format", "bad image")
+
+
+def test_cancel_pending_only_for_owner(store: TaskStore) -> None:
+    t = new_task(1)
+    store.create(t)
+    assert not store.cancel_pending(t.task_id, "acct-2", 5)
+    assert store.cancel_pending(t.task_id, "acct-1", 5)
+    assert not store.cancel_pending(t.task_id, "acct-1", 6)
+    assert store.claim("w", 7, LEASE) is None
+    got = store.get(t.task_id)
+    assert got is not None and got.status is TaskStatus.CANCELED and got.end_time_ms == 5
+
+
+def test_heartbeat_and_requeue_expired(store: TaskStore) -> None:
+    t = new_task(1)
+    store.create(t)
+    assert store.claim("w1", 1000, 100) is not None
+    assert store.heartbeat(t.task_id, "w1", 1050, 100) is Lease.HELD  # lease now ends at 1150
+    assert store.heartbeat(t.task_id, "w2", 1050, 100) is Lease.LOST
+    assert store.requeue_expired(1100, max_attempts=2) == (0, 0)
+    assert store.requeue_expired(1200, max_attempts=2) == (1, 0)
+    assert store.heartbeat(t.task_id, "w1", 1200, 100) is Lease.LOST  # the old holder lost it
+    assert not store.succeed(t.task_id, "w1", 1200, "k", {})
+    again = store.claim("w2", 1300, 100)
+    assert again is not None and again.attempts == 2
+    assert store.requeue_expired(1500, max_attempts=2) == (0, 1)
+    got = store.get(t.task_id)
+    assert got is not None and got.status is TaskStatus.FAILED and got.error_code == "InternalError"
+
+
+def test_list_filters_and_paging(store: TaskStore) -> None:
+    mine = [new_task(100 + i) for i in range(5)]
+    for t in mine:
+        store.create(t)
+    store.create(new_task(50, account="acct-2"))
+    store.cancel_pending(mine[0].task_id, "acct-1", 200)
+    total, page = store.list("acct-1", TaskFilter(), 0, 2)
+    assert total == 5 and [t.task_id for t in page] == [mine[4].task_id, mine[3].task_id]
+    total, page = store.list("acct-1", TaskFilter(status=TaskStatus.CANCELED), 0, 10)
+    assert total == 1 and page[0].task_id == mine[0].task_id
+    total, _ = store.list("acct-1", TaskFilter(start_ms=102, end_ms=103), 0, 10)
+    assert total == 2
+    total, _ = store.list("acct-1", TaskFilter(task_id=mine[1].task_id), 0, 10)
+    assert total == 1
+    total, _ = store.list("acct-1", TaskFilter(model="nope"), 0, 10)
+    assert total == 0
+
+
+def test_keys_and_secrets(store: TaskStore) -> None:
+    a = store.create_key("alice", "hash-a", "sk-aaaaaaa", 1)
+    b = store.create_key("bob", "hash-b", "sk-bbbbbbb", 2)
+    assert a.account_id != b.account_id
+    found = store.find_key("hash-a")
+    assert found is not None and found.key_id == a.key_id
+    assert store.find_key("nope") is None
+    assert [k.name for k in store.list_keys()] == ["alice", "bob"]
+    assert store.revoke_key(a.key_id, 3)
+    assert store.find_key("hash-a") is None
+    assert not store.revoke_key(a.key_id, 4)
+    assert store.revoke_key("sk-bbbbbbb", 5)
+    assert all(k.revoked_ms is not None for k in store.list_keys())
+    first = store.get_or_create_secret("s", lambda: "one")
+    assert first == "one" and store.get_or_create_secret("s", lambda: "two") == "one"
+
+
+def test_engine_filter(store: TaskStore) -> None:
+    gpu, cpu = new_task(1, engine="wan-vace"), new_task(2)
+    store.create(gpu)
+    store.create(cpu)
+    got = store.claim("w", 10, LEASE, engines=["animatic"])
+    assert got is not None and got.task_id == cpu.task_id
+    assert store.claim("w", 10, LEASE, engines=["animatic"]) is None
+    got = store.claim("w", 10, LEASE, engines=["wan-vace"], models=["happyhorse-1.1-r2v"])
+    assert got is not None and got.task_id == gpu.task_id
+
+
+def test_request_cancel_pending_and_running(store: TaskStore) -> None:
+    pending, running = new_task(2), new_task(1)
+    store.create(running)
+    store.create(pending)
+    assert store.claim("w1", 5, LEASE) is not None  # the older one
+    assert store.request_cancel(running.task_id, "acct-2", 6) is CancelOutcome.REFUSED
+    assert store.request_cancel(running.task_id, "acct-1", 6) is CancelOutcome.REQUESTED
+    assert store.heartbeat(running.task_id, "w1", 7, LEASE) is Lease.CANCEL_REQUESTED
+    assert not store.release(running.task_id, "w1")  # a task being canceled is not handed back
+    assert store.finish_canceled(running.task_id, "w1", 8)
+    got = store.get(running.task_id)
+    assert got is not None and got.status is TaskStatus.CANCELED and got.end_time_ms == 8
+    assert store.request_cancel(running.task_id, "acct-1", 9) is CancelOutcome.REFUSED
+    assert store.request_cancel(pending.task_id, "acct-1", 9) is CancelOutcome.CANCELED
+    assert not store.finish_canceled(pending.task_id, "w1", 10)
+
+
+def test_release_hands_back_without_spending_an_attempt(store: TaskStore) -> None:
+    t = new_task(1)
+    store.create(t)
+    assert store.claim("w1", 5, LEASE) is not None
+    assert not store.release(t.task_id, "w2")
+    assert store.release(t.task_id, "w1")
+    got = store.get(t.task_id)
+    assert got is not None and got.status is TaskStatus.PENDING and got.attempts == 0
+    again = store.claim("w2", 6, LEASE)
+    assert again is not None and again.attempts == 1
+
+
+def test_fair_share_limits_running_per_account(store_factory: Callable[[], TaskStore]) -> None:
+    store = store_factory()
+    greedy = [new_task(i, account="greedy") for i in range(8)]
+    other = new_task(100, account="other")
+    for t in [*greedy, other]:
+        store.create(t)
+    claimed = []
+    while (task := store.claim("w", 200, LEASE, max_running_per_account=5)) is not None:
+        claimed.append(task)
+    accounts = [t.account_id for t in claimed]
+    assert accounts.count("greedy") == 5 and accounts.count("other") == 1
+    # The greedy account's extra tasks wait PENDING in submit order and go as its running ones finish.
+    assert store.succeed(claimed[0].task_id, "w", 300, "k", {})
+    nxt = store.claim("w", 301, LEASE, max_running_per_account=5)
+    assert nxt is not None and nxt.task_id == greedy[5].task_id
+
+
+def test_fair_share_holds_under_concurrent_claims(store_factory: Callable[[], TaskStore]) -> None:
+    seed = store_factory()
+    for i in range(40):
+        seed.create(new_task(i, account="greedy"))
+    seed.create(new_task(1000, account="other"))
+    results: list[str] = []
+
+    def run(name: str) -> None:
+        s = store_factory()
+        while (task := s.claim(name, 2000, LEASE, max_running_per_account=5)) is not None:
+            results.append(task.account_id)
+
+    threads = [threading.Thread(target=run, args=(f"w{i}",)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results.count("greedy") == 5 and results.count("other") == 1
+
+
+def test_maintain_times_out_and_purges(store: TaskStore) -> None:
+    hour = 3600 * 1000
+    old_done, stale_running, stale_pending, fresh = new_task(0), new_task(1), new_task(2), new_task(30 * hour)
+    for t in (old_done, stale_running, stale_pending, fresh):
+        store.create(t)
+    assert store.claim("w", 10, LEASE) is not None  # old_done, the oldest
+    assert store.succeed(old_done.task_id, "w", 20, "results/old.mp4", {})
+    running = store.claim("w", 10, 100 * hour)  # a lease that outlives the timeout
+    assert running is not None and running.task_id == stale_running.task_id
+    report = store.maintain(4 * hour, max_attempts=3, timeout_ms=3 * hour, retention_ms=24 * hour)
+    assert report is not None and report.timed_out == 2 and report.purged_result_keys == ()
+    for t in (stale_pending, stale_running):
+        got = store.get(t.task_id)
+        assert got is not None and got.status is TaskStatus.FAILED and got.error_code == "InternalError.Timeout"
+    report = store.maintain(25 * hour, max_attempts=3, timeout_ms=3 * hour, retention_ms=24 * hour)
+    assert report is not None and report.purged_result_keys == ("results/old.mp4",)
+    assert store.get(old_done.task_id) is None and store.get(stale_pending.task_id) is None
+    assert store.get(fresh.task_id) is not None
