@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-queue system-deps clean
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 install: $(VENV)/.installed
@@ -19,11 +19,20 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/videosynth serve --host $(HOST) --port $(PORT)
 
-test: install
+# The tests start a throwaway PostgreSQL from the local server binaries; install them if this machine lacks them.
+test: install system-deps
 	$(BIN)/python -m pytest -q
+
+system-deps:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL server binaries (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 bench: install
 	$(BIN)/python bench/engine.py
+
+bench-queue: install system-deps
+	$(BIN)/python bench/queue.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info src/*.egg-info

@@ -145,3 +145,39 @@ def test_private_address_refused_by_default(live_server: LiveServer, image_serve
     out = _expect_failed(live_server, [image_server.url("ok.png")], "InvalidURL")
     assert "127.0.0.1" in out["message"]
     assert image_server.hits == []  # the check happens before any connection
+
+
+def test_timeout_and_retention(live_server: LiveServer, image_server: ImageServer) -> None:
+    """An unfinished task times out (InternalError.Timeout); an expired one is purged with its video."""
+    from videosynth.maintenance import run_maintenance
+    from videosynth.tasks.models import TaskStatus
+
+    write_image(image_server.root / "ok.png", 640, 480)
+    stuck = live_server.submit(r2v_body([image_server.url("ok.png")], duration=3)).json()["output"]["task_id"]
+    # No worker runs here: the task stays PENDING until the timeout passes.
+    settings = live_server.settings.replace(task_timeout_seconds=0.5)
+    time.sleep(0.6)
+    report = run_maintenance(settings, live_server.store, live_server.storage)
+    assert report is not None and report.timed_out == 1
+    out = live_server.query(stuck)["output"]
+    assert (out["task_status"], out["code"]) == ("FAILED", "InternalError.Timeout")
+
+    # A finished task with its stored video, past the retention: both go, and the id reads UNKNOWN.
+    done = live_server.submit(r2v_body([image_server.url("ok.png")], duration=3)).json()["output"]["task_id"]
+    from videosynth.worker.loop import Worker
+
+    w = Worker(settings=live_server.settings, store=live_server.store, storage=live_server.storage)
+    try:
+        assert w.run_once()
+    finally:
+        w.host.close()
+    task = live_server.store.get(done)
+    assert task is not None and task.status is TaskStatus.SUCCEEDED and task.result_key
+    assert live_server.storage.exists(task.result_key)
+    video_url = live_server.query(done)["output"]["video_url"]
+    time.sleep(0.3)
+    report = run_maintenance(live_server.settings.replace(retention_seconds=0.2), live_server.store, live_server.storage)
+    assert report is not None and task.result_key in report.purged_result_keys
+    assert live_server.query(done)["output"] == {"task_id": done, "task_status": "UNKNOWN"}
+    assert not live_server.storage.exists(task.result_key)
+    assert requests.get(video_url, timeout=10).status_code == 404

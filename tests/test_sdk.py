@@ -64,8 +64,12 @@ def test_v2_client_jobs_create_and_wait(live_server: LiveServer, worker, refs: l
     client = dashscope.Client(api_key=live_server.key, base_url=live_server.api)
     job = client.videos.jobs.create(
         model="happyhorse-1.1-r2v",
-        input={"prompt": "[Image 2] low angle. [Image 1] close-up.", "media": refs},
-        parameters={"resolution": "720P", "ratio": "1:1", "duration": 3, "watermark": False},
+        prompt="[Image 2] low angle. [Image 1] close-up.",
+        media=refs,
+        resolution="720P",
+        ratio="1:1",
+        duration=3,
+        watermark=False,
     )
     assert job.task_id and job.status == "PENDING"
     done = client.videos.jobs.wait(job, poll_interval=0.2, max_interval=0.5, timeout=120)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -17,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from videosynth import __version__
@@ -79,7 +80,7 @@ def _bootstrap_keys(settings: Settings, store: TaskStore) -> str | None:
     return key
 
 
-def run_worker_process(settings: Settings, stop: object | None = None) -> None:
+def run_worker_process(settings: Settings, stop: object | None = None, parent_pid: int | None = None) -> None:
     """Entry point of a worker process (standalone or spawned by ``serve``)."""
     from videosynth.wiring import build_storage, build_store
     from videosynth.worker.loop import Worker
@@ -99,6 +100,15 @@ def run_worker_process(settings: Settings, stop: object | None = None) -> None:
             stop_event.set()
 
         threading.Thread(target=watch, daemon=True).start()
+    if parent_pid is not None:
+        # If `serve` dies without stopping us (SIGKILL), stop too instead of working on as an orphan.
+        def watch_parent() -> None:
+            while not stop_event.wait(1.0):
+                if os.getppid() != parent_pid:
+                    log.warning("parent %s is gone; stopping", parent_pid)
+                    stop_event.set()
+
+        threading.Thread(target=watch_parent, daemon=True).start()
     store = build_store(settings)
     storage = build_storage(settings, store)
     worker = Worker(settings=settings, store=store, storage=storage)
@@ -121,7 +131,7 @@ class WorkerPool:
 
     def _spawn(self) -> multiprocessing.process.BaseProcess:
         proc = self._ctx.Process(
-            target=run_worker_process, args=(self._settings, self._stop), name="videosynth-worker"
+            target=run_worker_process, args=(self._settings, self._stop, os.getpid()), name="videosynth-worker"
         )
         proc.start()
         return proc
@@ -151,6 +161,18 @@ class WorkerPool:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises SIGTERM/SIGINT after its shutdown, and the default handler would kill us
+            # before the embedded workers are stopped (leaving them orphaned); just record the signal.
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
     from videosynth.api.app import create_app
     from videosynth.catalog import Catalog
     from videosynth.maintenance import start_maintenance_thread
@@ -176,8 +198,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         print("  API keys exist already; create one with `videosynth keys create --name NAME`", flush=True)
     print(f"  workers: {settings.workers}, engine: {settings.default_engine}", flush=True)
+    server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        server.run()
     finally:
         stop_maintenance.set()
         pool.stop(settings.drain_seconds + 5)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,9 +59,21 @@ class Failed:
     message: str
 
 
-def _child_main(conn: Connection) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    # A worker killed with SIGKILL cannot stop us; without this an orphaned engine would keep a GPU busy.
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _child_main(conn: Connection, parent_pid: int) -> None:
     from videosynth.engines.registry import create_engine
 
+    _exit_with_parent(parent_pid)
     engines = {}
     while True:
         try:
@@ -109,7 +123,7 @@ class EngineHost:
         if self._proc is not None and self._proc.is_alive():
             return
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_child_main, args=(child,), name="videosynth-engine", daemon=True)
+        proc = self._ctx.Process(target=_child_main, args=(child, os.getpid()), name="videosynth-engine", daemon=True)
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
