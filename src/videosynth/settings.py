@@ -28,7 +28,7 @@ class Settings:
     work_dir: Path = DEFAULT_VAR_DIR / "work"
     lease_seconds: float = 30.0
     max_attempts: int = 3
-    poll_interval: float = 0.1
+    poll_interval: float = 0.05
     task_timeout_seconds: float = 3 * 3600
     retention_seconds: float = 24 * 3600
     max_running_per_account: int = 5

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import re
 import socket
@@ -420,10 +421,16 @@ def _read_body(response: httpx.Response, policy: FetchPolicy, deadline: float, s
     return bytes(body)
 
 
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes ~45 ms; one context serves every download (SSLContext is thread-safe).
+    return httpx.create_ssl_context(trust_env=False)
+
+
 def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
     deadline = time.monotonic() + policy.total_timeout
     backend = _GuardedBackend(allow_private=policy.allow_private, deadline=deadline)
-    transport = _GuardedTransport(backend, httpx.create_ssl_context(trust_env=False))
+    transport = _GuardedTransport(backend, _ssl_context())
     timeout = httpx.Timeout(
         connect=policy.connect_timeout,
         read=policy.read_timeout,

@@ -70,11 +70,17 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _child_main(conn: Connection, parent_pid: int) -> None:
+def _child_main(conn: Connection, parent_pid: int, preload: tuple[str, ...]) -> None:
     from videosynth.engines.registry import create_engine
 
     _exit_with_parent(parent_pid)
     engines = {}
+    # Build (import, load weights) before the first task arrives rather than during it.
+    for name in preload:
+        try:
+            engines[name] = create_engine(name)
+        except Exception:  # reported again, as a task failure, when a task asks for it
+            log.exception("could not preload engine %s", name)
     while True:
         try:
             msg = conn.recv()
@@ -114,7 +120,8 @@ def _child_main(conn: Connection, parent_pid: int) -> None:
 class EngineHost:
     """Parent side: starts the child on first use and again after it dies."""
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = ()) -> None:
+        self._preload = preload
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -123,7 +130,7 @@ class EngineHost:
         if self._proc is not None and self._proc.is_alive():
             return
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_child_main, args=(child, os.getpid()), name="videosynth-engine", daemon=True)
+        proc = self._ctx.Process(target=_child_main, args=(child, os.getpid(), self._preload), name="videosynth-engine", daemon=True)
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent

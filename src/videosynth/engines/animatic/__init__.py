@@ -1,0 +1,23 @@
+"""The animatic engine: a deterministic, CPU-only storyboard renderer (not a generative model).
+
+Public pieces: :class:`AnimaticEngine` (the :class:`videosynth.engines.base.Engine`), :func:`parse_shots` /
+:func:`allocate_frames` / :class:`Shot` (prompt to shots) and :func:`render_frames` (shots to frames).
+"""
+
+from __future__ import annotations
+
+from videosynth.engines.animatic.engine import AnimaticEngine, load_reference
+from videosynth.engines.animatic.render import render_frames, shot_zoom, watermark_box
+from videosynth.engines.animatic.shots import Shot, allocate_frames, parse_directions, parse_shots
+
+__all__ = [
+    "AnimaticEngine",
+    "Shot",
+    "allocate_frames",
+    "load_reference",
+    "parse_directions",
+    "parse_shots",
+    "render_frames",
+    "shot_zoom",
+    "watermark_box",
+]
