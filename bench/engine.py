@@ -243,10 +243,13 @@ def main() -> int:
                     f" {statistics.median(ratios):11.2f} {statistics.median(sratios):11.2f}"
                     f"  [{' '.join(f'{r:.2f}' for r in ratios)}]"
                 )
-            worker_pids = children(server.pid)
-            for pid in worker_pids:
+            # serve's children are the worker and multiprocessing's resource tracker; the worker is the one
+            # with an engine process below it.
+            for pid in children(server.pid):
                 engine_pids = children(pid)
-                engine_peak = max((peak_rss_mb(p) for p in engine_pids), default=0.0)
+                if not engine_pids:
+                    continue
+                engine_peak = max(peak_rss_mb(p) for p in engine_pids)
                 print(
                     f"worker pid {pid}: peak RSS {peak_rss_mb(pid):.0f} MB; engine process peak RSS "
                     f"{engine_peak:.0f} MB; together {peak_rss_mb(pid) + engine_peak:.0f} MB"
