@@ -76,3 +76,32 @@ def test_v2_client_jobs_create_and_wait(live_server: LiveServer, worker, refs: l
     assert done.status == "SUCCEEDED"
     assert done.video_url and done.video_url.startswith(live_server.base_url)
     assert done.submitted_at and done.finished_at
+
+
+def test_v1_local_file_is_uploaded_and_resolved(live_server: LiveServer, worker, tmp_path, monkeypatch) -> None:
+    """A local path goes through the SDK's own upload flow (getPolicy + form POST) and comes back as oss://."""
+    monkeypatch.setattr(dashscope, "base_http_api_url", live_server.api)
+    local = write_image(tmp_path / "local ref.png", 640, 480, seed=9)
+    rsp = VideoSynthesis.async_call(
+        api_key=live_server.key,
+        model="happyhorse-1.1-r2v",
+        prompt="[Image 1] walks",
+        media=[{"type": "reference_image", "url": f"file://{local}"}],
+        resolution="720P",
+        duration=3,
+    )
+    assert rsp.status_code == 200, rsp
+    result = VideoSynthesis.wait(rsp, api_key=live_server.key)
+    assert result.output.task_status == "SUCCEEDED", result
+    assert any(k.startswith("uploads/videosynth-instant/") for k in live_server.storage.list_keys("uploads/"))
+
+
+def test_v2_local_path_is_uploaded(live_server: LiveServer, worker, tmp_path) -> None:
+    local = write_image(tmp_path / "ref.jpg", 640, 480, seed=10)
+    client = dashscope.Client(api_key=live_server.key, base_url=live_server.api)
+    job = client.videos.jobs.create(
+        model="happyhorse-1.0-r2v", prompt="[Image 1] close-up", media=[{"type": "reference_image", "url": str(local)}],
+        resolution="720P", duration=3,
+    )  # fmt: skip
+    done = client.videos.jobs.wait(job, poll_interval=0.2, max_interval=0.5, timeout=120)
+    assert done.status == "SUCCEEDED"

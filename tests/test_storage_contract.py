@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from videosynth.errors import InvalidFileSize
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.storage.local import LocalStorage
@@ -37,6 +38,10 @@ def test_put_exists_delete(storage: Storage, tmp_path: Path) -> None:
     storage.put_file("results/a.mp4", src, "video/mp4")
     assert storage.exists("results/a.mp4")
     assert storage.list_keys("results/") == ["results/a.mp4"]
+    assert storage.read_bytes("results/a.mp4", 10_000) == src.read_bytes()
+    assert storage.read_bytes("results/missing.mp4", 10_000) is None
+    with pytest.raises(InvalidFileSize):
+        storage.read_bytes("results/a.mp4", 100)
     storage.put_file("results/a.mp4", src, "video/mp4")  # replacing is allowed
     storage.delete("results/a.mp4")
     assert not storage.exists("results/a.mp4")

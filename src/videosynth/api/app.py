@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import shutil
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from videosynth import __version__, sizes
+from videosynth import __version__, sizes, uploads
 from videosynth.api import errors, wire
 from videosynth.apikeys import hash_key
 from videosynth.catalog import Catalog
@@ -29,6 +33,7 @@ SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
 MAX_BODY_BYTES = 256 * 1024 * 1024
 MAX_PAGE_SIZE = 100
 DAY_MS = 24 * 3600 * 1000
+UPLOAD_SECRET = "upload-policy"
 
 
 def now_ms() -> int:
@@ -170,6 +175,46 @@ def create_app(*, settings: Settings, store: TaskStore, storage: Storage, catalo
             },
         )
 
+    upload_secret = store.get_or_create_secret(UPLOAD_SECRET, lambda: secrets.token_urlsafe(32))
+
+    @app.get("/api/v1/uploads")
+    async def upload_policy(request: Request) -> JSONResponse:
+        key = await authenticate(request)
+        if request.query_params.get("action") != "getPolicy":
+            raise InvalidParameter("Required parameter(action) missing or invalid; only getPolicy is supported.")
+        return errors.json_response(
+            request, {"data": uploads.issue(upload_secret, key.account_id, time.time(), settings.public_url)}
+        )
+
+    @app.post("/api/v1/uploads/oss")
+    async def upload_file(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > (uploads.MAX_FILE_MB + 1) * 1024 * 1024:
+            raise InvalidParameter(f"Invalid file size. The file size must be less than {uploads.MAX_FILE_MB}MB.")
+        try:
+            form = await request.form(max_files=1, max_fields=20)
+        except Exception:  # malformed multipart bodies are the client's problem, not a 500
+            raise InvalidParameter("Required body invalid, please check the request body format.") from None
+        try:
+            policy = uploads.verify(
+                upload_secret, str(form.get("policy") or ""), str(form.get("Signature") or ""), time.time()
+            )
+            if policy is None:
+                return errors.error_response(
+                    request, 403, "AccessDenied", "Invalid according to Policy: Policy expired or signature mismatch."
+                )
+            object_key = str(form.get("key") or "")
+            upload = form.get("file")
+            if not uploads.key_in_dir(object_key, policy.upload_dir) or not isinstance(upload, StarletteUploadFile):
+                raise InvalidParameter("The form needs a key inside the policy's upload_dir and a file.")
+            if upload.size is not None and upload.size > policy.max_bytes:
+                raise InvalidParameter(f"Invalid file size. The file size must be less than {uploads.MAX_FILE_MB}MB.")
+            content_type = str(form.get("x-oss-content-type") or "application/octet-stream")
+            await run_in_threadpool(_store_upload, storage, uploads.STORAGE_PREFIX + object_key, upload, content_type)
+        finally:
+            await form.close()
+        return Response(status_code=200)
+
     @app.get("/api/v1/models")
     async def models(request: Request) -> JSONResponse:
         return errors.json_response(request, {"data": [m.describe() for m in catalog]})
@@ -198,6 +243,17 @@ def create_app(*, settings: Settings, store: TaskStore, storage: Storage, catalo
             return FileResponse(path, media_type="video/mp4" if key.endswith(".mp4") else None)
 
     return app
+
+
+def _store_upload(storage: Storage, key: str, upload: StarletteUploadFile, content_type: str) -> None:
+    if storage.exists(key):
+        # x-oss-forbid-overwrite: an upload never replaces an earlier one.
+        raise InvalidParameter("The object already exists.")
+    with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, tmp)
+        tmp.flush()
+        storage.put_file(key, Path(tmp.name), content_type)
 
 
 def _positive_int(value: str | None, name: str, default: int) -> int:

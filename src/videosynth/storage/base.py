@@ -17,6 +17,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def read_bytes(self, key: str, max_bytes: int) -> bytes | None:
+        """The object's content, or None if there is no such object; refuses objects over ``max_bytes``."""
+        ...
+
     def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
         ...

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlencode
 
-from videosynth.errors import VideosynthError
+from videosynth.errors import InvalidFileSize, VideosynthError
 from videosynth.storage import signing
 
 
@@ -42,6 +42,14 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
+
+    def read_bytes(self, key: str, max_bytes: int) -> bytes | None:
+        path = self.path_for(key)
+        if not path.is_file():
+            return None
+        if path.stat().st_size > max_bytes:
+            raise InvalidFileSize(f"Invalid file size. The image file size must be less than {max_bytes // (1024 * 1024)}MB.")
+        return path.read_bytes()
 
     def delete(self, key: str) -> None:
         self.path_for(key).unlink(missing_ok=True)

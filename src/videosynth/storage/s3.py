@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from videosynth.errors import StoreError, VideosynthError
+from videosynth.errors import InvalidFileSize, StoreError, VideosynthError
 
 try:
     import boto3
@@ -83,6 +83,25 @@ class S3Storage:
             raise StorageUnavailable(f"could not look up {key}: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable(f"could not look up {key}: {exc}") from exc
+
+    def read_bytes(self, key: str, max_bytes: int) -> bytes | None:
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StorageUnavailable(f"could not read {key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"could not read {key}: {exc}") from exc
+        body = obj["Body"]
+        try:
+            if obj.get("ContentLength", 0) > max_bytes:
+                raise InvalidFileSize(
+                    f"Invalid file size. The image file size must be less than {max_bytes // (1024 * 1024)}MB."
+                )
+            return bytes(body.read(max_bytes + 1)[: max_bytes + 1])
+        finally:
+            body.close()
 
     def delete(self, key: str) -> None:
         try:

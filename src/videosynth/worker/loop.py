@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from videosynth import sizes
+from videosynth import sizes, uploads
 from videosynth.engines.base import GenerationRequest, ReferenceImage
 from videosynth.errors import Canceled, MediaDownloadFailed, StoreError, VideosynthError
 from videosynth.media.fetch import FetchPolicy, fetch_media
@@ -185,7 +185,7 @@ class Worker:
         def fetch_one(index: int, url: str) -> ReferenceImage:
             if should_stop():
                 raise Canceled()
-            data = self._fetch(url)
+            data = self._fetch(url, task.account_id)
             info = validate_image(data)
             path = workdir / f"ref_{index}{info.extension}"
             path.write_bytes(data)
@@ -232,10 +232,17 @@ class Worker:
             time.monotonic() - generated,
         )
 
-    def _fetch(self, url: str) -> bytes:
+    def _fetch(self, url: str, account_id: str) -> bytes:
         if url.lower().startswith("oss://"):
-            raise MediaDownloadFailed(
-                "oss:// URLs are not supported by this server yet; send a data: or http(s) URL."
-            )
+            key = url[len("oss://") :]
+            data = None
+            # An upload is usable only by the account whose policy it was sent with.
+            if uploads.owner_of(key) == account_id:
+                data = self.storage.read_bytes(uploads.STORAGE_PREFIX + key, self.fetch_policy.max_bytes)
+            if data is None:
+                raise MediaDownloadFailed(
+                    "Failed to find the requested media resource during the data inspection process."
+                )
+            return data
         return fetch_media(url, self.fetch_policy)
 

@@ -1,0 +1,82 @@
+"""Temporary uploads for local files, as the dashscope SDK does them (``oss://`` URLs).
+
+The SDK asks ``GET /api/v1/uploads?action=getPolicy`` for an upload policy, POSTs the file as a multipart
+form to the policy's ``upload_host`` (without a Bearer key: the signed policy is the credential), and
+submits ``oss://<key>`` with ``X-DashScope-OssResourceResolve: enable``. We sign the policy ourselves
+(HMAC), point ``upload_host`` at this server, and keep the file in storage under ``uploads/<key>``. Each
+policy names a directory that starts with the account id, so an ``oss://`` key can only be used by the
+account that uploaded it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+UPLOAD_ROOT = "videosynth-instant"
+STORAGE_PREFIX = "uploads/"
+POLICY_TTL_S = 300
+MAX_FILE_MB = 100
+
+
+@dataclass(frozen=True)
+class Policy:
+    upload_dir: str
+    expires_at_s: int
+    max_bytes: int
+
+
+def new_upload_dir(account_id: str) -> str:
+    return f"{UPLOAD_ROOT}/{account_id}/{time.strftime('%Y-%m-%d', time.gmtime())}/{uuid.uuid4().hex}"
+
+
+def _sign(secret: str, policy: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), policy.encode(), hashlib.sha256).digest()).decode()
+
+
+def issue(secret: str, account_id: str, now_s: float, public_url: str) -> dict[str, str]:
+    """The ``data`` of a getPolicy answer: the seven keys the SDK requires, plus the informational ones."""
+    upload_dir = new_upload_dir(account_id)
+    doc = {"dir": upload_dir, "exp": int(now_s) + POLICY_TTL_S, "max": MAX_FILE_MB * 1024 * 1024}
+    policy = base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
+    return {
+        "policy": policy,
+        "signature": _sign(secret, policy),
+        "upload_dir": upload_dir,
+        "upload_host": f"{public_url}/api/v1/uploads/oss",
+        "expire_in_seconds": str(POLICY_TTL_S),
+        "max_file_size_mb": str(MAX_FILE_MB),
+        "capacity_limit_mb": "999999999",
+        "oss_access_key_id": "videosynth",
+        "x_oss_object_acl": "private",
+        "x_oss_forbid_overwrite": "true",
+    }
+
+
+def verify(secret: str, policy: str, signature: str, now_s: float) -> Policy | None:
+    """The policy if the signature is ours and it has not expired; None otherwise."""
+    if not hmac.compare_digest(_sign(secret, policy), signature):
+        return None
+    try:
+        doc = json.loads(base64.b64decode(policy, validate=True))
+        parsed = Policy(upload_dir=str(doc["dir"]), expires_at_s=int(doc["exp"]), max_bytes=int(doc["max"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return parsed if parsed.expires_at_s >= now_s else None
+
+
+def key_in_dir(key: str, upload_dir: str) -> bool:
+    """``key`` is one plain file name directly inside ``upload_dir``."""
+    name = key[len(upload_dir) + 1 :] if key.startswith(upload_dir + "/") else ""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def owner_of(oss_key: str) -> str | None:
+    """The account an ``oss://`` key was issued to."""
+    parts = oss_key.split("/")
+    return parts[1] if len(parts) >= 4 and parts[0] == UPLOAD_ROOT else None
