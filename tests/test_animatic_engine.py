@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import struct
 import threading
 import tracemalloc
 from pathlib import Path
@@ -27,6 +26,8 @@ from videosynth.engines.base import GenerationRequest, ReferenceImage
 from videosynth.errors import Canceled, EngineError
 from videosynth.sizes import FPS, FRAME_SIZES
 
+from test_encode import top_level_atoms
+
 # ------------------------------------------------------------------------------------------ helpers
 
 
@@ -43,21 +44,6 @@ def pattern(seed: int, width: int = 640, height: int = 480) -> np.ndarray:
     )
     draw.rectangle([width * 0.05, height * 0.7, width * 0.3, height * 0.95], fill=(20 * seed % 255, 90, 200))
     return np.asarray(im)
-
-
-def top_level_atoms(path: Path) -> list[str]:
-    data = path.read_bytes()
-    atoms, pos = [], 0
-    while pos + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        if size == 1:
-            (size,) = struct.unpack(">Q", data[pos + 8 : pos + 16])
-        elif size == 0:
-            size = len(data) - pos
-        assert size >= 8
-        atoms.append(kind.decode("latin-1"))
-        pos += size
-    return atoms
 
 
 def write_refs(tmp_path: Path, count: int, size: tuple[int, int] = (640, 480)) -> list[ReferenceImage]:
