@@ -24,6 +24,9 @@ MAX_PRESIGN_S = 7 * 24 * 3600
 class StorageUnavailable(StoreError):
     """The object storage is unavailable, please try again later."""
 
+    # As a task failure (a result that could not be stored) this is the hosted service's upload error.
+    code = "InternalError.Upload"
+
 
 class S3Storage:
     def __init__(
