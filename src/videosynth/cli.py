@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from videosynth import __version__
 from videosynth.apikeys import display_prefix, hash_key, new_api_key

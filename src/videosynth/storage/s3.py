@@ -28,6 +28,10 @@ class StorageUnavailable(StoreError):
     code = "InternalError.Upload"
 
 
+def _is_missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 class S3Storage:
     def __init__(
         self,
@@ -81,7 +85,7 @@ class S3Storage:
             self._client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 return False
             raise StorageUnavailable(f"could not look up {key}: {exc}") from exc
         except BotoCoreError as exc:
@@ -91,7 +95,7 @@ class S3Storage:
         try:
             obj = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 return None
             raise StorageUnavailable(f"could not read {key}: {exc}") from exc
         except BotoCoreError as exc:

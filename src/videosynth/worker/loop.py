@@ -109,8 +109,8 @@ class Worker:
         self.process(task)
         return True
 
-    def maintain(self, force: bool = False) -> None:
-        if force or time.monotonic() - self._last_maintenance >= MAINTENANCE_EVERY_S:
+    def maintain(self) -> None:
+        if time.monotonic() - self._last_maintenance >= MAINTENANCE_EVERY_S:
             self._last_maintenance = time.monotonic()
             run_maintenance(self.settings, self.store, self.storage)
 
