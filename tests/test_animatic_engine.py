@@ -16,17 +16,20 @@ from PIL import Image, ImageDraw
 
 from videosynth.engines.animatic import (
     AnimaticEngine,
+    dissolves,
     load_reference,
     parse_shots,
+    picture_hints,
     render_frames,
     watermark_box,
 )
+from videosynth.media.encode import PictureHint
 from videosynth.engines.animatic.shots import Shot
 from videosynth.engines.base import GenerationRequest, ReferenceImage
-from videosynth.errors import Canceled, EngineError
+from videosynth.errors import Canceled, EngineError, InvalidFileFormat
 from videosynth.sizes import FPS, FRAME_SIZES
 
-from test_encode import top_level_atoms
+from test_encode import picture_types, top_level_atoms
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -170,11 +173,13 @@ def test_cancel_before_rendering(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_unreadable_reference_is_an_engine_error(tmp_path: Path) -> None:
+def test_undecodable_reference_is_an_invalid_file(tmp_path: Path) -> None:
+    # The worker checks headers only, so the engine is where bad pixel data is found.
     refs = write_refs(tmp_path, 2)
-    refs[1].path.write_bytes(b"not an image at all")
+    data = refs[1].path.read_bytes()
+    refs[1].path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "bad.mp4"
-    with pytest.raises(EngineError, match=r"\[Image 2\]") as caught:
+    with pytest.raises(InvalidFileFormat, match=r"Failed to decode the image \[Image 2\]") as caught:
         AnimaticEngine().generate(request(refs, "[Image 1] [Image 2]"), out, Progress())
     assert caught.value.__cause__ is not None
     assert not out.exists()
@@ -423,3 +428,44 @@ def test_extreme_aspect_and_tiny_images() -> None:
     shots = parse_shots("[Image 1] close-up, push in, low angle. [Image 2] wide, tilt up, side view.", 2)
     frames = render(shots, tiny, w=624, h=1472, n=48, watermark=True)
     assert len(frames) == 48 and all(f.shape == (1472, 624, 3) for f in frames)
+
+
+def test_dissolves_are_where_the_renderer_blends(imgs: list[np.ndarray]) -> None:
+    shots = parse_shots("[Image 1] a. [Image 2] b. [Image 3] c.", 3)
+    frames = render(shots, imgs, n=120)
+    fades = dissolves(shots, 120, 24)
+    assert len(fades) == 2 and all(len(f) > 0 for f in fades)
+    blended = {t for f in fades for t in f}
+    for t in range(1, 119):
+        is_new_picture = frames[t] is not frames[t - 1]
+        # Holds repeat one array; a blend frame is a new array, and so is the first frame of the next hold.
+        if t in blended:
+            assert is_new_picture
+        elif t - 1 not in blended:
+            assert not is_new_picture, t
+    for f in fades:
+        # Each dissolve frame is the time-weighted mix of the frames just outside it (what a B-frame predicts).
+        before, after = frames[f.start - 1].astype(float), frames[f.stop].astype(float)
+        for t in f:
+            w = (t - f.start + 1) / (len(f) + 1)
+            assert np.abs(frames[t] - (before * (1 - w) + after * w)).max() <= 1.0
+
+
+def test_picture_hints_mark_dissolves_and_their_anchors() -> None:
+    shots = parse_shots("[Image 1] a. [Image 2] b.", 2)
+    hints = picture_hints(shots, 120, 24)
+    (fade,) = dissolves(shots, 120, 24)
+    assert [i for i, h in enumerate(hints) if h is PictureHint.BLEND] == list(fade)
+    assert [i for i, h in enumerate(hints) if h is PictureHint.ANCHOR] == [fade.start - 1, fade.stop]
+    # Hard cuts (shots too short for a fade) get no hints: x264 finds the cut itself.
+    assert set(picture_hints(parse_shots("[Image 1] a. [Image 2] b.", 2), 12, 24)) == {PictureHint.AUTO}
+
+
+def test_engine_codes_the_dissolve_as_b_frames(tmp_path: Path) -> None:
+    refs = write_refs(tmp_path, 2)
+    out = tmp_path / "fade.mp4"
+    req = request(refs, "[Image 1] a. [Image 2] b.")
+    AnimaticEngine().generate(req, out, Progress())
+    (fade,) = dissolves(parse_shots(req.prompt, 2), req.num_frames, req.fps)
+    types = picture_types(out)
+    assert types[fade.start : fade.stop] == "B" * len(fade), types

@@ -11,8 +11,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from av.video.frame import PictureType
 
-from videosynth.media.encode import ENCODER_CRF, ENCODER_PRESET, VideoWriter, encode_frames
+from videosynth.media.encode import (
+    ENCODER_CRF,
+    ENCODER_MAX_BFRAMES,
+    ENCODER_PRESET,
+    PictureHint,
+    VideoWriter,
+    encode_frames,
+)
 
 
 def top_level_atoms(path: Path) -> list[str]:
@@ -231,3 +239,46 @@ def test_wrong_frame_from_producer_propagates(tmp_path: Path) -> None:
 def test_empty_iterable_writes_no_frames(tmp_path: Path) -> None:
     assert encode_frames([], tmp_path / "z.mp4", 64, 48) == 0
     assert no_producer_threads()
+
+
+def picture_types(path: Path) -> str:
+    """One letter per frame in display order: I, P or B."""
+    with av.open(str(path)) as container:
+        return "".join(PictureType(f.pict_type).name for f in container.decode(video=0))
+
+
+def dissolve(a: np.ndarray, b: np.ndarray, steps: int) -> list[np.ndarray]:
+    return [
+        (a * (1 - k / (steps + 1)) + b * (k / (steps + 1))).round().astype(np.uint8) for k in range(1, steps + 1)
+    ]
+
+
+def test_hints_code_a_dissolve_as_b_frames_between_p_anchors(tmp_path: Path) -> None:
+    a, b = gradient(128, 96), gradient(128, 96, 60)
+    # 30 frames of hold first: left to itself, x264 then puts an I-frame inside the dissolve.
+    frames = [a] * 30 + dissolve(a, b, 6) + [b] * 10
+    hints = [PictureHint.AUTO] * 29 + [PictureHint.ANCHOR] + [PictureHint.BLEND] * 6 + [PictureHint.ANCHOR]
+    path = tmp_path / "d.mp4"
+    assert encode_frames(frames, path, 128, 96, hints=hints) == 46
+    types = picture_types(path)
+    assert types[29] == "P" and types[36] == "P", types
+    assert types[30:36] == "BBBBBB", types
+    # Without hints x264 picks by itself, and the pictures are the same either way.
+    plain = tmp_path / "plain.mp4"
+    encode_frames(frames, plain, 128, 96)
+    with av.open(str(path)) as hinted, av.open(str(plain)) as auto:
+        for x, y in zip(hinted.decode(video=0), auto.decode(video=0), strict=True):
+            diff = np.abs(x.to_ndarray(format="rgb24").astype(int) - y.to_ndarray(format="rgb24").astype(int))
+            assert diff.mean() < 3
+
+
+def test_a_blend_run_longer_than_the_b_frame_limit_is_still_encoded(tmp_path: Path) -> None:
+    a, b = gradient(64, 48), gradient(64, 48, 40)
+    n = ENCODER_MAX_BFRAMES + 5
+    frames = [a] * 3 + dissolve(a, b, n) + [b] * 3
+    hints = [PictureHint.AUTO, PictureHint.AUTO, PictureHint.ANCHOR] + [PictureHint.BLEND] * n + [PictureHint.ANCHOR]
+    path = tmp_path / "long.mp4"
+    assert encode_frames(frames, path, 64, 48, hints=hints) == len(frames)
+    types = picture_types(path)
+    assert len(types) == len(frames)
+    assert "B" * (ENCODER_MAX_BFRAMES + 1) not in types, types

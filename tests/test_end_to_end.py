@@ -130,9 +130,13 @@ def test_bad_images_fail_the_task_not_the_worker(live_server: LiveServer, image_
     write_image(image_server.root / "ok.png", 640, 480)
     Image.new("RGB", (640, 480)).save(image_server.root / "anim.gif")
     (image_server.root / "page.png").write_text("<html>not an image</html>")
+    whole = write_image(image_server.root / "whole.jpg", 640, 480).read_bytes()
+    (image_server.root / "truncated.jpg").write_bytes(whole[: len(whole) // 2])  # valid header, half the data
     _expect_failed(live_server, [image_server.url("small.png")], "InvalidFile.Resolution")
     _expect_failed(live_server, [image_server.url("ok.png"), image_server.url("anim.gif")], "InvalidFile.Format")
     _expect_failed(live_server, [image_server.url("page.png")], "InvalidFile.Format")
+    out = _expect_failed(live_server, [image_server.url("ok.png"), image_server.url("truncated.jpg")], "InvalidFile.Format")
+    assert "[Image 2]" in out["message"]
     _expect_failed(live_server, [image_server.url("missing.png")], "InvalidURL")
     # The same worker still serves good tasks afterwards.
     r = live_server.submit(r2v_body([image_server.url("ok.png")], duration=3))

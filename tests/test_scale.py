@@ -242,29 +242,6 @@ def test_running_task_cancel_lands_within_a_second(pg_s3_deployment, images: lis
     assert dep.status(task_id)["output"]["task_status"] == "CANCELED"
 
 
-def test_notify_wakes_an_idle_worker(pg_url: str) -> None:
-    from test_store_contract import new_task
-
-    waiter, writer = PostgresTaskStore(pg_url), PostgresTaskStore(pg_url)
-    waiter.migrate()
-    waiter.wait_for_work(0.01)  # starts listening
-    woke = threading.Event()
-
-    def wait() -> None:
-        waiter.wait_for_work(30)
-        woke.set()
-
-    thread = threading.Thread(target=wait)
-    thread.start()
-    time.sleep(0.2)
-    assert not woke.is_set()
-    writer.create(new_task(1))
-    thread.join(30)
-    assert woke.wait(0)  # woken by NOTIFY, far before the 30 s poll fallback
-    waiter.close()
-    writer.close()
-
-
 def test_concurrent_migrations_are_safe(pg_url: str) -> None:
     stores = [PostgresTaskStore(pg_url) for _ in range(4)]
     errors: list[Exception] = []

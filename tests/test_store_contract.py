@@ -302,3 +302,47 @@ def test_maintain_times_out_and_purges(store: TaskStore) -> None:
     assert report is not None and report.purged_result_keys == ("results/old.mp4",)
     assert store.get(old_done.task_id) is None and store.get(stale_pending.task_id) is None
     assert store.get(fresh.task_id) is not None
+
+
+def _wakes(waiter: TaskStore, action: Callable[[], object]) -> bool:
+    """True when ``action`` wakes a worker blocked in ``wait_for_work`` (long before its 30 s fallback)."""
+    waiter.wait_for_work(0.01)  # starts listening
+    woke = threading.Event()
+
+    def wait() -> None:
+        waiter.wait_for_work(30)
+        woke.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    try:
+        assert not woke.wait(0.2), "woke with nothing submitted"
+        action()
+        return woke.wait(25)
+    finally:
+        thread.join(35)
+
+
+def test_a_submit_wakes_an_idle_worker(store_factory: Callable[[], TaskStore]) -> None:
+    waiter, writer = store_factory(), store_factory()
+    assert _wakes(waiter, lambda: writer.create(new_task(1)))
+
+
+def test_a_handed_back_task_wakes_an_idle_worker(store_factory: Callable[[], TaskStore]) -> None:
+    waiter, writer = store_factory(), store_factory()
+    # Submitted and claimed before the waiter listens, so only the hand-back can wake it.
+    writer.create(new_task(1))
+    claimed = writer.claim("w1", 2, LEASE)
+    assert claimed is not None
+    assert _wakes(waiter, lambda: writer.release(claimed.task_id, "w1"))
+
+
+def test_sqlite_without_a_doorbell_falls_back_to_polling(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    (tmp_path / "t.db.wake").write_text("in the way")  # a regular file where the FIFO would go
+    store = SqliteTaskStore(db)
+    store.migrate()
+    store.create(new_task(1))  # ringing must not fail the submit
+    store.wait_for_work(0.01)  # nor waiting: it sleeps
+    assert store.claim("w1", 2, LEASE) is not None
+    store.close()

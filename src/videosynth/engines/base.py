@@ -18,12 +18,18 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class ReferenceImage:
-    """One validated reference image, ``[Image {index}]`` in the prompt (1-based)."""
+    """One reference image, ``[Image {index}]`` in the prompt (1-based).
+
+    The worker has checked its format (magic bytes and header), size and pixel count, but has not decoded
+    its pixels: an engine that cannot decode it raises :func:`videosynth.media.validate.decode_failure`
+    (``InvalidFile.Format``), so the task fails with the same code as any other bad image.
+    """
 
     index: int
     path: Path
     width: int
     height: int
+    format: str = "JPEG"  # "JPEG" | "PNG" | "WEBP", from the magic bytes
 
 
 @dataclass(frozen=True)

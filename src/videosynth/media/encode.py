@@ -12,6 +12,14 @@ Two entry points:
   rendering (numpy / OpenCV, which release the GIL) overlaps with x264 on a small machine. It holds at most
   ``queue_size`` frames in memory.
 
+Output settings: libx264 ``veryfast`` at CRF 23 with up to 8 consecutive B-frames (the preset's 3 is tuned
+for camera footage; an animatic is mostly held pictures and dissolves, where longer B runs halve the file).
+A caller that knows its pictures can pass a :class:`PictureHint` per frame: a dissolve frame is, exactly,
+a time-weighted mix of the pictures either side of the dissolve, which is what an H.264 B-frame predicts
+with implicit weighted bi-prediction (x264's default ``weightb``). Marked as B-frames between two P-frame
+anchors they cost x264 a fraction of a freshly coded picture (measured: a 720p 5 s animatic's two
+4-frame dissolves went from ~30 % of the whole encode to ~10 %), and the file is smaller too.
+
 RGB to YUV conversion uses OpenCV (``COLOR_RGB2YUV_I420``): about 5x faster than swscale's default path
 through PyAV (0.9 ms against 5.3 ms per 720p frame, measured), with the same BT.601 limited-range result to
 within one code value. A frame array written several times in a row (a held shot yields the same array
@@ -21,9 +29,10 @@ object) is converted only once; see :meth:`VideoWriter.write`.
 from __future__ import annotations
 
 import contextlib
+import enum
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -32,10 +41,29 @@ from typing import Any, Self
 import av
 import cv2
 import numpy as np
-from av.video.frame import VideoFrame
+from av.video.frame import PictureType, VideoFrame
 
 ENCODER_PRESET = "veryfast"
 ENCODER_CRF = 23
+ENCODER_MAX_BFRAMES = 8
+
+
+class PictureHint(enum.Enum):
+    """What the caller knows about a frame, passed to x264 as a forced picture type."""
+
+    AUTO = "auto"
+    """Nothing known: x264 decides (scene cuts become I-frames on their own)."""
+    ANCHOR = "anchor"
+    """A picture that following :attr:`BLEND` frames are mixed from: coded as a P-frame (a reference)."""
+    BLEND = "blend"
+    """A linear, time-weighted mix of the nearest ANCHOR before and after it: coded as a B-frame."""
+
+
+_PICTURE_TYPES = {
+    PictureHint.AUTO: PictureType.NONE,
+    PictureHint.ANCHOR: PictureType.P,
+    PictureHint.BLEND: PictureType.B,
+}
 
 # H.264 VUI colour description values (ISO/IEC 23091-2): the matrix really used by the conversion is
 # BT.601 (smpte170m); the source primaries and transfer are sRGB-like, i.e. BT.709.
@@ -76,6 +104,7 @@ class VideoWriter:
         # encode, so one VideoFrame can be sent many times with different pts.
         self._last_array: np.ndarray | None = None
         self._last_frame: VideoFrame | None = None
+        self._blend_run = 0
         self._container: Any = av.open(
             str(self.path),
             mode="w",
@@ -90,7 +119,7 @@ class VideoWriter:
             stream.pix_fmt = "yuv420p"
             stream.time_base = Fraction(1, fps)
             stream.codec_context.time_base = Fraction(1, fps)
-            stream.options = {"preset": preset, "crf": str(crf)}
+            stream.options = {"preset": preset, "crf": str(crf), "x264-params": f"bframes={ENCODER_MAX_BFRAMES}"}
             ctx = stream.codec_context
             ctx.colorspace = _COLORSPACE_SMPTE170M
             ctx.color_range = _COLOR_RANGE_MPEG
@@ -106,11 +135,14 @@ class VideoWriter:
         """Frames accepted so far."""
         return self._frames
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, hint: PictureHint = PictureHint.AUTO) -> None:
         """Encode one ``(height, width, 3)`` ``uint8`` RGB frame.
 
         Passing the very same array object as the previous call reuses its converted picture, so the caller
         must not modify an array in place between two writes of it (yield a new array instead).
+
+        ``hint`` (see :class:`PictureHint`) only changes how the frame is coded, never what it shows. A run of
+        BLEND frames longer than the encoder's B-frame limit continues as AUTO.
         """
         if self._closed:
             raise ValueError("write() on a closed VideoWriter")
@@ -130,6 +162,13 @@ class VideoWriter:
         video_frame = self._last_frame
         video_frame.pts = self._frames
         video_frame.time_base = Fraction(1, self.fps)
+        if hint is PictureHint.BLEND:
+            self._blend_run += 1
+            if self._blend_run > ENCODER_MAX_BFRAMES:
+                hint = PictureHint.AUTO  # x264 would refuse it with a warning and pick a type itself
+        else:
+            self._blend_run = 0
+        video_frame.pict_type = _PICTURE_TYPES[hint]
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self._frames += 1
@@ -195,6 +234,7 @@ def encode_frames(
     fps: int = 24,
     *,
     on_frame: Callable[[int], None] | None = None,
+    hints: Sequence[PictureHint] = (),
     queue_size: int = 8,
     **writer_kwargs: Any,
 ) -> int:
@@ -202,7 +242,8 @@ def encode_frames(
 
     The iterable is consumed in a producer thread that feeds a bounded queue (at most ``queue_size`` frames
     waiting), while the calling thread converts and encodes. ``on_frame(i)`` is called in the calling thread
-    after frame ``i`` (0-based) has been handed to the encoder.
+    after frame ``i`` (0-based) has been handed to the encoder. ``hints[i]``, where given, is frame ``i``'s
+    :class:`PictureHint`; frames beyond ``hints`` are AUTO.
 
     An exception from the iterable or from ``on_frame`` stops both sides: the producer is told to stop and
     joined, the file is closed (not flushed) and the exception propagates unchanged. The partial file is left
@@ -251,7 +292,7 @@ def encode_frames(
                 break
             if isinstance(item, _Failed):
                 raise item.exc
-            writer.write(item)  # type: ignore[arg-type]
+            writer.write(item, hints[index] if index < len(hints) else PictureHint.AUTO)  # type: ignore[arg-type]
             del item  # drop our reference before possibly blocking in on_frame
             if on_frame is not None:
                 on_frame(index)

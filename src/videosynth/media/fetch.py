@@ -427,6 +427,16 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
+def warm_up() -> None:
+    """Pay the one-off costs of the first download (CA bundle, Pillow's format plugins) before any task.
+
+    Measured on the first task after start: about 80 ms more than on the next ones."""
+    from PIL import Image
+
+    _ssl_context()
+    Image.init()
+
+
 def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
     deadline = time.monotonic() + policy.total_timeout
     backend = _GuardedBackend(allow_private=policy.allow_private, deadline=deadline)

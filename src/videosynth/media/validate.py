@@ -21,6 +21,7 @@ __all__ = [
     "MIN_SHORT_SIDE",
     "ImageInfo",
     "sniff_image_format",
+    "decode_failure",
     "validate_image",
 ]
 
@@ -62,19 +63,35 @@ def _size_limit_text(max_bytes: int) -> str:
     return f"{mb:g}MB" if mb >= 1 else f"{max_bytes} bytes"
 
 
+def decode_failure(
+    image_format: str, width: int, height: int, exc: BaseException, *, index: int | None = None
+) -> InvalidFileFormat:
+    """The error for an image whose header was fine but whose pixel data cannot be decoded.
+
+    ``index`` names the image as the prompt does (``[Image N]``) when the caller knows it."""
+    which = f" [Image {index}]" if index is not None else ""
+    return InvalidFileFormat(
+        f"Failed to decode the image{which} ({image_format}, {width}x{height}): {str(exc)[:200]}"
+    )
+
+
 def validate_image(
     data: bytes,
     *,
     min_short_side: int = MIN_SHORT_SIDE,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = MAX_PIXELS,
+    decode: bool = True,
 ) -> ImageInfo:
     """Validate an image's bytes and return its format and size.
 
     Order: byte size (InvalidFileSize) -> magic bytes (InvalidFileFormat) -> header parse restricted to the
     sniffed format (InvalidFileFormat) -> ``width*height <= max_pixels`` (InvalidFileResolution, before any
     decoding) -> short side ``>= min_short_side`` (InvalidFileResolution) -> full decode (InvalidFileFormat
-    for truncated or corrupt data).
+    for truncated or corrupt data), skipped with ``decode=False``.
+
+    The worker passes ``decode=False``: engines decode the pixels anyway, and report an image that fails
+    to decode with :func:`decode_failure` (the same error as here), so the pixels are decoded once.
     """
     if len(data) > max_bytes:
         raise InvalidFileSize(
@@ -118,12 +135,11 @@ def validate_image(
                     "The image resolution is invalid, please make sure that the smallest length of image is "
                     f"larger than {min_short_side}, got {width}x{height}."
                 )
-            try:
-                image.load()
-            except Exception as exc:  # truncated data, bad CRC, decoder errors: all mean an unusable file
-                raise InvalidFileFormat(
-                    f"Failed to decode the image ({sniffed}, {width}x{height}): {str(exc)[:200]}"
-                ) from exc
+            if decode:
+                try:
+                    image.load()
+                except Exception as exc:  # truncated data, bad CRC, decoder errors: all mean an unusable file
+                    raise decode_failure(sniffed, width, height, exc) from exc
     return ImageInfo(
         format=sniffed, width=width, height=height, mime=_MIME[sniffed], extension=_EXTENSION[sniffed]
     )

@@ -1,9 +1,22 @@
-"""SQLite task store: the embedded default (WAL, one file, many processes on one host)."""
+"""SQLite task store: the embedded default (WAL, one file, many processes on one host).
+
+SQLite has no ``NOTIFY``, so new work is announced through a *doorbell*: a named pipe (FIFO) next to the
+database file. Every idle worker waits on it with ``select``; a committed submit (or a task handed back
+to the queue) writes one byte, which wakes the workers at once instead of at their next poll. Each waiter
+reads one byte per wake-up, so N submits can wake N workers. The pipe is only a hint: a byte nobody needed
+costs one empty claim, a lost one costs one poll interval, and without the pipe (``:memory:``, a file in its
+way, a filesystem without FIFOs) the workers simply poll.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
+import os
+import select
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -13,6 +26,8 @@ from typing import Any
 
 from videosynth.errors import StoreError
 from videosynth.tasks.sqlstore import SqlTaskStore
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = ("sqlite_001.sql",)
 
@@ -33,6 +48,9 @@ class SqliteTaskStore(SqlTaskStore):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self.doorbell_path = None if self.path == ":memory:" else self.path + ".wake"
+        self._doorbell_fd: int | None = None
+        self._doorbell_unusable = False
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -57,6 +75,7 @@ class SqliteTaskStore(SqlTaskStore):
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._db() as conn:
+            self._local.ring = False
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -64,6 +83,31 @@ class SqliteTaskStore(SqlTaskStore):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            # After COMMIT, not before: a worker woken earlier would not see the new row yet.
+            if self._local.ring:
+                self._ring()
+
+    def _after_create(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            self._local.ring = True  # rung by _transaction after its COMMIT
+        else:
+            self._ring()  # an autocommit statement: already committed
+
+    def _ring(self) -> None:
+        if self.doorbell_path is None:
+            return
+        try:
+            # Non-blocking open fails with ENXIO when no worker is waiting: then there is nobody to wake.
+            fd = os.open(self.doorbell_path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.write(fd, b"\x01")
+        except OSError:
+            pass  # EAGAIN: the pipe is full of unread rings, which will wake the workers anyway
+        finally:
+            os.close(fd)
 
     def _execute(self, conn: sqlite3.Connection, sql: str, args: Collection[Any] = ()) -> sqlite3.Cursor:
         return conn.execute(sql, tuple(args))
@@ -78,6 +122,10 @@ class SqliteTaskStore(SqlTaskStore):
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._all.clear()
+            if self._doorbell_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._doorbell_fd)
+                self._doorbell_fd = None
         self._local = threading.local()
 
     def migrate(self) -> int:
@@ -95,5 +143,31 @@ class SqliteTaskStore(SqlTaskStore):
             return len(MIGRATIONS)
 
     def wait_for_work(self, timeout: float) -> None:
-        """SQLite has no notifications: the caller's poll interval is the wake-up."""
-        time.sleep(timeout)
+        """Block until the doorbell rings (a submit was committed) or ``timeout`` passes."""
+        fd = self._open_doorbell()
+        if fd is None:
+            time.sleep(timeout)
+            return
+        readable, _, _ = select.select([fd], [], [], timeout)
+        if readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 1)
+
+    def _open_doorbell(self) -> int | None:
+        if self._doorbell_fd is not None or self._doorbell_unusable or self.doorbell_path is None:
+            return self._doorbell_fd
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(self.doorbell_path, 0o600)
+            # Read-write, so the pipe always has a writer: a FIFO whose last writer closed reads as
+            # end-of-file, which select would report as readable forever.
+            fd = os.open(self.doorbell_path, os.O_RDWR | os.O_NONBLOCK)
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a FIFO", self.doorbell_path)
+        except OSError as exc:
+            log.warning("no doorbell at %s (%s); idle workers will poll", self.doorbell_path, exc)
+            self._doorbell_unusable = True
+            return None
+        self._doorbell_fd = fd
+        return fd

@@ -22,7 +22,7 @@ from pathlib import Path
 from videosynth import sizes, uploads
 from videosynth.engines.base import GenerationRequest, ReferenceImage
 from videosynth.errors import Canceled, MediaDownloadFailed, StoreError, VideosynthError
-from videosynth.media.fetch import FetchPolicy, fetch_media
+from videosynth.media.fetch import FetchPolicy, fetch_media, warm_up
 from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
 from videosynth.maintenance import run_maintenance
 from videosynth.media.validate import validate_image
@@ -80,6 +80,7 @@ class Worker:
         self._stop = stop
         log.info("worker %s started", self.worker_id)
         self.host.start()  # pay the engine process start-up before the first task, not during it
+        warm_up()
         try:
             while not stop.is_set():
                 try:
@@ -186,10 +187,11 @@ class Worker:
             if should_stop():
                 raise Canceled()
             data = self._fetch(url, task.account_id)
-            info = validate_image(data)
+            # Header checks only: the engine decodes the pixels (once) and reports an undecodable image.
+            info = validate_image(data, decode=False)
             path = workdir / f"ref_{index}{info.extension}"
             path.write_bytes(data)
-            return ReferenceImage(index=index, path=path, width=info.width, height=info.height)
+            return ReferenceImage(index=index, path=path, width=info.width, height=info.height, format=info.format)
 
         # Downloads wait on the network and Pillow decodes without the GIL, so references load in parallel.
         # The first error in [Image N] order is the one reported.

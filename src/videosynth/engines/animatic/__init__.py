@@ -6,17 +6,19 @@ Public pieces: :class:`AnimaticEngine` (the :class:`videosynth.engines.base.Engi
 
 from __future__ import annotations
 
-from videosynth.engines.animatic.engine import AnimaticEngine, load_reference
-from videosynth.engines.animatic.render import render_frames, shot_zoom, watermark_box
+from videosynth.engines.animatic.engine import AnimaticEngine, load_reference, picture_hints
+from videosynth.engines.animatic.render import dissolves, render_frames, shot_zoom, watermark_box
 from videosynth.engines.animatic.shots import Shot, allocate_frames, parse_directions, parse_shots
 
 __all__ = [
     "AnimaticEngine",
     "Shot",
     "allocate_frames",
+    "dissolves",
     "load_reference",
     "parse_directions",
     "parse_shots",
+    "picture_hints",
     "render_frames",
     "shot_zoom",
     "watermark_box",

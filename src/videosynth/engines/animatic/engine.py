@@ -18,11 +18,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from videosynth.engines.animatic.render import render_frames, shot_zoom
-from videosynth.engines.animatic.shots import parse_shots
+from videosynth.engines.animatic.render import dissolves, render_frames, shot_zoom
+from videosynth.engines.animatic.shots import Shot, parse_shots
 from videosynth.engines.base import GenerationRequest, GenerationResult, ProgressCallback, ReferenceImage
-from videosynth.errors import Canceled, EngineError
-from videosynth.media.encode import encode_frames
+from videosynth.errors import Canceled, EngineError, VideosynthError
+from videosynth.media.encode import PictureHint, encode_frames
+from videosynth.media.validate import decode_failure
 
 # EXIF orientations that swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
@@ -95,8 +96,20 @@ class _LazyReferences(Sequence[np.ndarray]):
         ref = self._references[i]
         try:
             return load_reference(ref.path, *self._boxes[i])
-        except Exception as exc:
-            raise EngineError(f"cannot read reference image [Image {ref.index}]: {exc}") from exc
+        except Exception as exc:  # the worker checked the header only; bad pixel data shows up here
+            raise decode_failure(ref.format, ref.width, ref.height, exc, index=ref.index) from exc
+
+
+def picture_hints(shots: Sequence[Shot], num_frames: int, fps: int) -> list[PictureHint]:
+    """Tell the encoder where the cross-fades are: each dissolve frame is a B-frame between two P anchors."""
+    hints = [PictureHint.AUTO] * num_frames
+    for fade in dissolves(shots, num_frames, fps):
+        for t in fade:
+            hints[t] = PictureHint.BLEND
+        for anchor in (fade.start - 1, fade.stop):
+            if 0 <= anchor < num_frames:
+                hints[anchor] = PictureHint.ANCHOR
+    return hints
 
 
 class AnimaticEngine:
@@ -123,15 +136,15 @@ class AnimaticEngine:
         """Render ``request`` to an H.264 MP4 at ``output_path``; see the module docstring.
 
         On any failure the partial file is removed. :class:`~videosynth.errors.Canceled` (raised by
-        ``on_progress``) and :class:`~videosynth.errors.EngineError` propagate as they are; anything else is
-        wrapped in an ``EngineError`` whose cause is the original exception.
+        ``on_progress``) and our own errors (an undecodable reference is ``InvalidFile.Format``) propagate
+        as they are; anything else is wrapped in an ``EngineError`` whose cause is the original exception.
         """
         output_path = Path(output_path)
         try:
             return self._generate(request, output_path, on_progress)
         except BaseException as exc:
             output_path.unlink(missing_ok=True)
-            if isinstance(exc, (Canceled, EngineError)) or not isinstance(exc, Exception):
+            if isinstance(exc, (Canceled, VideosynthError)) or not isinstance(exc, Exception):
                 raise
             raise EngineError(f"animatic rendering failed: {type(exc).__name__}: {exc}") from exc
 
@@ -185,7 +198,14 @@ class AnimaticEngine:
                 on_progress(done, total)
 
         written = encode_frames(
-            frames, output_path, width, height, fps, on_frame=on_frame, queue_size=self.queue_size
+            frames,
+            output_path,
+            width,
+            height,
+            fps,
+            on_frame=on_frame,
+            hints=picture_hints(shots, total, fps),
+            queue_size=self.queue_size,
         )
         if written != total:
             raise EngineError(f"rendered {written} frames, expected {total}")

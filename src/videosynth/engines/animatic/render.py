@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -434,6 +435,37 @@ def render_frames(
     return _frames(shots, images, width, height, fps, num_frames, seed, watermark)
 
 
+@dataclass(frozen=True)
+class _Timeline:
+    """Which shot shows when: ``plan`` lists the non-empty shots as (ordinal, shot, frames), shot ``i`` owns
+    frames ``starts[i]`` to ``starts[i + 1] - 1``, and the fade between shots ``i`` and ``i + 1`` blends the
+    ``halves[i]`` frames either side of ``starts[i + 1]``."""
+
+    plan: list[tuple[int, Shot, int]]
+    starts: list[int]
+    halves: list[int]
+
+
+def _timeline(shots: Sequence[Shot], num_frames: int, fps: int) -> _Timeline:
+    counts = allocate_frames(shots, num_frames, min_frames=max(1, round(fps * MIN_SHOT_SECONDS)))
+    plan = [(ordinal, shot, n) for ordinal, (shot, n) in enumerate(zip(shots, counts, strict=True)) if n > 0]
+    starts = [0]
+    for _, _, n in plan:
+        starts.append(starts[-1] + n)
+    return _Timeline(plan, starts, fade_half_widths([n for _, _, n in plan], fps))
+
+
+def dissolves(shots: Sequence[Shot], num_frames: int, fps: int) -> list[range]:
+    """The frame numbers of each cross-fade of :func:`render_frames` (same arguments), in order.
+
+    Frame ``r.start - 1`` shows the outgoing shot alone and frame ``r.stop`` the incoming one alone; each frame
+    in ``r`` mixes those two in proportion to its distance from them in time. (For moving shots the two
+    pictures move, so the mix is only close to that.) Hard cuts are not listed.
+    """
+    tl = _timeline(shots, num_frames, fps)
+    return [range(tl.starts[b + 1] - h, tl.starts[b + 1] + h) for b, h in enumerate(tl.halves) if h > 0]
+
+
 def _frames(
     shots: Sequence[Shot],
     images: Sequence[np.ndarray],
@@ -444,54 +476,58 @@ def _frames(
     seed: int,
     watermark: bool,
 ) -> Iterator[np.ndarray]:
-    counts = allocate_frames(shots, num_frames, min_frames=max(1, round(fps * MIN_SHOT_SECONDS)))
-    plan = [(ordinal, shot, n) for ordinal, (shot, n) in enumerate(zip(shots, counts, strict=True)) if n > 0]
+    tl = _timeline(shots, num_frames, fps)
+    plan, starts, halves = tl.plan, tl.starts, tl.halves
     if not plan:
         return
-    halves = fade_half_widths([n for _, _, n in plan], fps)
-    starts = [0]
-    for _, _, n in plan:
-        starts.append(starts[-1] + n)
 
-    # Images are fetched from ``images`` when their first shot starts (the engine's sequence decodes them
+    # Images are fetched from ``images`` when their first shot is built (the engine's sequence decodes them
     # lazily) and let go after their last shot.
     last_use = {shot.image_index: i for i, (_, shot, _) in enumerate(plan)}
     wm = _Watermark(width, height) if watermark else None
     assets: dict[int, _ImageAssets] = {}
     renderers: dict[int, _ShotRenderer] = {}
 
-    def renderer(i: int) -> _ShotRenderer:
-        if i not in renderers:
-            ordinal, shot, _ = plan[i]
-            if shot.image_index not in assets:
-                assets[shot.image_index] = _ImageAssets(images[shot.image_index - 1], width, height)
-            before = halves[i - 1] if i > 0 else 0
-            after = halves[i] if i < len(halves) else 0
-            visible = (starts[i] - before, starts[i + 1] + after)
-            renderers[i] = _ShotRenderer(
-                assets[shot.image_index], shot, ordinal, visible, width, height, seed, wm
-            )
-        return renderers[i]
+    def build(i: int) -> _ShotRenderer:
+        ordinal, shot, _ = plan[i]
+        image_assets = assets.get(shot.image_index)
+        if image_assets is None:
+            image_assets = _ImageAssets(images[shot.image_index - 1], width, height)
+            assets[shot.image_index] = image_assets
+        before = halves[i - 1] if i > 0 else 0
+        after = halves[i] if i < len(halves) else 0
+        visible = (starts[i] - before, starts[i + 1] + after)
+        return _ShotRenderer(image_assets, shot, ordinal, visible, width, height, seed, wm)
 
     def blend(a: np.ndarray, b: np.ndarray, boundary: int, t: int) -> np.ndarray:
         h = halves[boundary]
         alpha = (t - (starts[boundary + 1] - h) + 1) / (2 * h + 1)
         return cv2.addWeighted(a, 1.0 - alpha, b, alpha, 0.0)
 
-    for i in range(len(plan)):
-        current = renderer(i)
-        for t in range(starts[i], starts[i + 1]):
-            if i > 0 and t < starts[i] + halves[i - 1]:
-                yield blend(renderer(i - 1).frame(t), current.frame(t), i - 1, t)
-            elif i < len(halves) and t >= starts[i + 1] - halves[i]:
-                yield blend(current.frame(t), renderer(i + 1).frame(t), i, t)
-            else:
-                yield current.frame(t)
-            if t == starts[i] and i + 1 < len(plan):
-                # Decode and compose the next shot now, while the encoder is busy with this one's frames,
-                # rather than on the critical path at the start of the cross-fade.
-                renderer(i + 1)
-        renderers.pop(i - 1, None)
-        image_index = plan[i][1].image_index
-        if last_use[image_index] == i:
-            assets.pop(image_index, None)
+    # The next shot (decode its image, compose it) is built on a helper thread while this one's frames are
+    # being encoded: built inline it stalled the encoder for the length of a decode just after the shot
+    # started. One thread, so builds never run concurrently with each other.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animatic-next-shot") as pool:
+        pending: dict[int, Future[_ShotRenderer]] = {0: pool.submit(build, 0)}
+
+        def renderer(i: int) -> _ShotRenderer:
+            if i not in renderers:
+                renderers[i] = pending.pop(i).result()
+            return renderers[i]
+
+        for i in range(len(plan)):
+            current = renderer(i)
+            if i + 1 < len(plan):
+                pending[i + 1] = pool.submit(build, i + 1)
+            for t in range(starts[i], starts[i + 1]):
+                if i > 0 and t < starts[i] + halves[i - 1]:
+                    yield blend(renderer(i - 1).frame(t), current.frame(t), i - 1, t)
+                elif i < len(halves) and t >= starts[i + 1] - halves[i]:
+                    yield blend(current.frame(t), renderer(i + 1).frame(t), i, t)
+                else:
+                    yield current.frame(t)
+            renderers.pop(i - 1, None)
+            image_index = plan[i][1].image_index
+            if last_use[image_index] == i:
+                # The next shot's build, if still running, uses another image (else this were not the last use).
+                assets.pop(image_index, None)
