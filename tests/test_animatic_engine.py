@@ -469,3 +469,23 @@ def test_engine_codes_the_dissolve_as_b_frames(tmp_path: Path) -> None:
     (fade,) = dissolves(parse_shots(req.prompt, 2), req.num_frames, req.fps)
     types = picture_types(out)
     assert types[fade.start : fade.stop] == "B" * len(fade), types
+
+
+def test_warm_up_renders_and_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    written: list[int] = []
+    engine = AnimaticEngine()
+    original = engine.generate
+
+    def spy(request: GenerationRequest, output_path: Path, on_progress):  # type: ignore[no-untyped-def]
+        result = original(request, output_path, on_progress)
+        written.append(result.frames)
+        assert len(dissolves(parse_shots(request.prompt, 2), request.num_frames, request.fps)) == 1
+        return result
+
+    engine.generate = spy  # type: ignore[method-assign]
+    engine.warm_up()
+    assert written == [24]
+    assert list(tmp_path.iterdir()) == []

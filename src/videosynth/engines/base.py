@@ -68,3 +68,9 @@ class Engine(Protocol):
     ) -> GenerationResult:
         """Write an H.264 MP4 for ``request`` to ``output_path``."""
         ...
+
+    def warm_up(self) -> None:
+        """Exercise the generation path once, cheaply, before the first task (the engine process calls
+        it after building the engine). The first call of a code path pays for lazy imports, library
+        initialisation and caches; without this the first task after a start pays for them."""
+        ...

@@ -75,12 +75,17 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[str, ...]) -> 
 
     _exit_with_parent(parent_pid)
     engines = {}
-    # Build (import, load weights) before the first task arrives rather than during it.
+    # Build (import, load weights) and warm up before the first task arrives rather than during it.
     for name in preload:
         try:
             engines[name] = create_engine(name)
         except Exception:  # reported again, as a task failure, when a task asks for it
             log.exception("could not preload engine %s", name)
+            continue
+        try:
+            engines[name].warm_up()
+        except Exception:  # a failed warm-up only costs speed; the task will tell if the engine is broken
+            log.exception("warm-up of engine %s failed", name)
     while True:
         try:
             msg = conn.recv()
