@@ -162,7 +162,10 @@ def test_cancel_propagates_and_leaves_no_file(tmp_path: Path) -> None:
         AnimaticEngine().generate(request(refs, "[Image 1] push in. [Image 2]."), out, progress)
     assert caught.value is progress.error  # untouched, not wrapped
     assert not out.exists()
-    assert not any(t.name == "videosynth-frame-producer" and t.is_alive() for t in threading.enumerate())
+    assert not any(
+        t.is_alive() and (t.name == "videosynth-frame-producer" or t.name.startswith("animatic-next-shot"))
+        for t in threading.enumerate()
+    )
 
 
 def test_cancel_before_rendering(tmp_path: Path) -> None:

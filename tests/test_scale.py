@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,3 +275,32 @@ def test_maintenance_runs_in_one_process_at_a_time(pg_url: str) -> None:
         assert store.maintain(0, max_attempts=3, timeout_ms=1, retention_ms=1) is None
     assert store.maintain(0, max_attempts=3, timeout_ms=1, retention_ms=1) is not None
     store.close()
+
+
+def test_scratch_of_interrupted_tasks_is_swept(settings, store: SqliteTaskStore) -> None:  # type: ignore[no-untyped-def]
+    from test_store_contract import new_task
+
+    from videosynth.wiring import build_storage
+    from videosynth.worker.loop import Worker
+
+    running, finished = new_task(1), new_task(2)
+    store.create(running)
+    store.create(finished)
+    assert store.claim("w1", 10, 60_000) is not None  # running, attempt 1
+    claimed = store.claim("w2", 10, 60_000)
+    assert claimed is not None and claimed.task_id == finished.task_id
+    assert store.fail(finished.task_id, "w2", 20, "InternalError", "x")
+
+    work = settings.work_dir
+    keep = [work / f"{running.task_id}-1", work / "not-a-task-dir", work / "notes.txt"]
+    stale = [work / f"{running.task_id}-0", work / f"{finished.task_id}-1", work / f"{uuid.uuid4()}-3"]
+    for d in keep[:2] + stale:
+        (d / "ref_1.jpg").parent.mkdir(parents=True)
+        (d / "ref_1.jpg").write_bytes(b"x")
+    keep[2].write_text("left alone")
+
+    worker = Worker(settings=settings, store=store, storage=build_storage(settings, store))
+    assert worker.sweep_scratch() == 3
+    assert all(p.exists() for p in keep)
+    assert not any(p.exists() for p in stale)
+    assert worker.sweep_scratch() == 0

@@ -93,3 +93,30 @@ def test_s3_multipart_upload(s3_server: SeaweedS3, tmp_path: Path) -> None:
     assert head["ETag"].strip('"').endswith("-3")  # a multipart ETag names its part count
     r = requests.get(storage.url_for("results/big.mp4", int(time.time()) + 60), timeout=30)
     assert r.content == data
+
+
+def test_expired_uploads_are_swept(storage: Storage, tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from videosynth.maintenance import sweep_uploads
+
+    src = tmp_path / "ref.png"
+    src.write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
+    now = datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc).timestamp()
+
+    def upload(day: str) -> str:
+        key = f"uploads/videosynth-instant/acct-1/{day}/{uuid.uuid4().hex}/ref.png"
+        storage.put_file(key, src, "image/png")
+        return key
+
+    # Uploaded on the 22nd: at least 48 h old whatever the hour. On the 23rd: maybe less than 48 h.
+    old, recent, today = upload("2026-11-22"), upload("2026-11-23"), upload("2026-11-25")
+    storage.put_file("uploads/unrecognised-shape.png", src, "image/png")
+    storage.put_file("results/t-1.mp4", src, "video/mp4")
+    assert sweep_uploads(storage, now) == 1
+    assert not storage.exists(old)
+    assert all(storage.exists(k) for k in (recent, today, "uploads/unrecognised-shape.png", "results/t-1.mp4"))
+    if isinstance(storage, LocalStorage):  # and no empty directories are left behind
+        assert not (storage.root / "uploads/videosynth-instant/acct-1/2026-11-22").exists()
+        assert (storage.root / "uploads/videosynth-instant/acct-1").is_dir()
+    assert sweep_uploads(storage, now) == 0

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 
+from videosynth import uploads
 from videosynth.errors import VideosynthError
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
@@ -15,6 +16,9 @@ from videosynth.tasks.store import TaskStore
 log = logging.getLogger(__name__)
 
 EVERY_S = 5.0
+# Listing every upload is not free on S3; once an hour per process is plenty for a 48-72 h rule.
+UPLOAD_SWEEP_EVERY_S = 3600.0
+_last_upload_sweep = [float("-inf")]
 
 
 def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> MaintenanceReport | None:
@@ -26,6 +30,9 @@ def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> M
     )
     if report is None:
         return None
+    if time.monotonic() - _last_upload_sweep[0] >= UPLOAD_SWEEP_EVERY_S:
+        _last_upload_sweep[0] = time.monotonic()
+        sweep_uploads(storage, time.time())
     for key in report.purged_result_keys:
         try:
             storage.delete(key)
@@ -40,6 +47,25 @@ def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> M
             len(report.purged_result_keys),
         )
     return report
+
+
+def sweep_uploads(storage: Storage, now_s: float) -> int:
+    """Delete uploaded ``oss://`` files past their 48-72 h life (see ``uploads.UPLOAD_KEEP_DAYS``)."""
+    try:
+        expired = uploads.expired_upload_keys(storage.list_keys(uploads.STORAGE_PREFIX), now_s)
+    except VideosynthError as exc:
+        log.warning("could not list uploads: %s", exc)
+        return 0
+    deleted = 0
+    for key in expired:
+        try:
+            storage.delete(key)
+            deleted += 1
+        except VideosynthError as exc:
+            log.warning("could not delete %s: %s", key, exc)
+    if deleted:
+        log.info("maintenance: deleted %d expired uploads", deleted)
+    return deleted
 
 
 def start_maintenance_thread(

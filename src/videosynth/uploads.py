@@ -17,11 +17,15 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 
 UPLOAD_ROOT = "videosynth-instant"
 STORAGE_PREFIX = "uploads/"
 POLICY_TTL_S = 300
 MAX_FILE_MB = 100
+# The hosted service deletes uploads after 48 hours. Upload directories carry their UTC date only, so an
+# upload is deleted once its date is UPLOAD_KEEP_DAYS days past: 48 to 72 hours after it arrived.
+UPLOAD_KEEP_DAYS = 3
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,23 @@ class Policy:
 
 def new_upload_dir(account_id: str) -> str:
     return f"{UPLOAD_ROOT}/{account_id}/{time.strftime('%Y-%m-%d', time.gmtime())}/{uuid.uuid4().hex}"
+
+
+def expired_upload_keys(storage_keys: list[str], now_s: float) -> list[str]:
+    """The storage keys (``uploads/...``) of uploads old enough to delete; keys of another shape are kept."""
+    today = datetime.fromtimestamp(now_s, tz=timezone.utc).date()
+    expired = []
+    for key in storage_keys:
+        parts = key.removeprefix(STORAGE_PREFIX).split("/")
+        if not key.startswith(STORAGE_PREFIX) or len(parts) < 4 or parts[0] != UPLOAD_ROOT:
+            continue
+        try:
+            uploaded = date.fromisoformat(parts[2])
+        except ValueError:
+            continue
+        if (today - uploaded).days >= UPLOAD_KEEP_DAYS:
+            expired.append(key)
+    return expired
 
 
 def _sign(secret: str, policy: str) -> str:

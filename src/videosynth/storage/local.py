@@ -52,7 +52,17 @@ class LocalStorage:
         return path.read_bytes()
 
     def delete(self, key: str) -> None:
-        self.path_for(key).unlink(missing_ok=True)
+        path = self.path_for(key)
+        path.unlink(missing_ok=True)
+        # Uploads live one per directory (uploads/<root>/<account>/<date>/<random>/<name>): remove the
+        # directories the file leaves empty, up to the storage root, or they would pile up forever.
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # not empty (or gone): the directories above are not empty either
+            parent = parent.parent
 
     def list_keys(self, prefix: str = "") -> list[str]:
         keys = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]

@@ -127,7 +127,9 @@ class SqlTaskStore(abc.ABC):
             self._after_create(conn)
 
     def _after_create(self, conn: Any) -> None:
-        """Hook for wake-ups (PostgreSQL NOTIFY)."""
+        """Hook for wake-ups: work became claimable (``NOTIFY`` on PostgreSQL, the doorbell on SQLite).
+
+        Called inside the transaction that made it claimable, or after an autocommit statement did."""
 
     def _media(self, conn: Any, task_id: str) -> tuple[str, ...]:
         rows = self._execute(conn, "SELECT url FROM task_media WHERE task_id=? ORDER BY position", (task_id,))

@@ -28,7 +28,7 @@ from videosynth.maintenance import run_maintenance
 from videosynth.media.validate import validate_image
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
-from videosynth.tasks.models import Lease, Task, usage_for
+from videosynth.tasks.models import Lease, Task, TaskStatus, usage_for
 from videosynth.tasks.store import TaskStore
 from videosynth.worker.host import EngineHost
 
@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 FETCH_THREADS = 4
 # A cancel lands within a second: the heartbeat looks at the task this often.
 WATCH_EVERY_S = 0.25
+
+
+def _looks_like_task_id(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def now_ms() -> int:
@@ -114,6 +122,33 @@ class Worker:
         if time.monotonic() - self._last_maintenance >= MAINTENANCE_EVERY_S:
             self._last_maintenance = time.monotonic()
             run_maintenance(self.settings, self.store, self.storage)
+            self.sweep_scratch()
+
+    def sweep_scratch(self) -> int:
+        """Delete scratch directories left by workers that died mid-task; return how many were removed.
+
+        A task's directory is ``{task_id}-{attempt}`` under the work directory, which the workers of one
+        machine share. It is left behind only when its worker was killed; it is stale once that attempt is
+        no longer running (finished, retried as a later attempt, or purged). Directories of attempts still
+        running are kept: another live worker on this machine may be using them.
+        """
+        try:
+            entries = list(self.settings.work_dir.iterdir())
+        except OSError:
+            return 0
+        removed = 0
+        for entry in entries:
+            task_id, _, attempt = entry.name.rpartition("-")
+            if not entry.is_dir() or not attempt.isdigit() or not _looks_like_task_id(task_id):
+                continue  # not ours: leave it
+            task = self.store.get(task_id)
+            if task is not None and task.status is TaskStatus.RUNNING and task.attempts == int(attempt):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+        if removed:
+            log.info("removed %d scratch directories of interrupted tasks", removed)
+        return removed
 
     def _should_stop(self) -> bool:
         if not self._stop.is_set():

@@ -507,7 +507,8 @@ def _frames(
     # The next shot (decode its image, compose it) is built on a helper thread while this one's frames are
     # being encoded: built inline it stalled the encoder for the length of a decode just after the shot
     # started. One thread, so builds never run concurrently with each other.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="animatic-next-shot") as pool:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="animatic-next-shot")
+    try:
         pending: dict[int, Future[_ShotRenderer]] = {0: pool.submit(build, 0)}
 
         def renderer(i: int) -> _ShotRenderer:
@@ -531,3 +532,6 @@ def _frames(
             if last_use[image_index] == i:
                 # The next shot's build, if still running, uses another image (else this were not the last use).
                 assets.pop(image_index, None)
+    finally:
+        # Stopped early (cancel, error): a build not yet started is dropped, a running one finishes.
+        pool.shutdown(wait=True, cancel_futures=True)
