@@ -97,6 +97,8 @@ class _LazyReferences(Sequence[np.ndarray]):
         ref = self._references[i]
         try:
             return load_reference(ref.path, *self._boxes[i])
+        except MemoryError:
+            raise  # the machine's trouble, not the image's: the engine host reports it as such
         except Exception as exc:  # the worker checked the header only; bad pixel data shows up here
             raise decode_failure(ref.format, ref.width, ref.height, exc, index=ref.index) from exc
 
