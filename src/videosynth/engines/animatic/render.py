@@ -11,8 +11,8 @@ Cost model (the point of the design): a *hold* shot is composed once, directly a
 read-only array is yielded for each of its frames, so it costs nothing to render and almost nothing to
 encode (the writer converts a repeated array once; x264 skips unchanged blocks). A moving shot is composed
 once on a canvas at the largest zoom it reaches, covering only the part of the stage its camera visits,
-so each frame is a single ``cv2.warpAffine`` of about output size. Cross-fades blend two such frames.
-Nothing but the current shots' canvases is kept, so memory does not grow with the duration.
+so each frame is a single ``cv2.warpAffine`` of about output size. Cross-fades blend two such frames, and
+:func:`dissolves` tells the encoder where they are. Nothing but the current shots' canvases is kept, so memory does not grow with the duration.
 """
 
 from __future__ import annotations
@@ -400,9 +400,11 @@ def fade_half_widths(counts: Sequence[int], fps: int) -> list[int]:
     ``FADE_SECONDS`` in all, but at most ``1 / FADE_MAX_SHARE`` of either shot (a fade's frames come half
     from each side), so a shot always has a clean middle and its two fades never overlap. 0 is a hard cut.
 
-    Why short shots get short fades: a cross-fade frame differs from its neighbours everywhere, and x264
-    spends about 3-5x the time of a still frame on each (measured at 1080p: 9 shots with 0.5 s fades took
-    1.7x the encode time of the same frame count of stills; hard cuts 1.0x, 0.25 s fades ~1.3-1.5x).
+    Why short shots get short fades: a cross-fade frame differs from its neighbours everywhere. Coded as
+    x264 chose by itself, each cost 3-5x a still frame (measured at 1080p: 9 shots with 0.5 s fades took
+    1.7x the encode time of the same frame count of stills; hard cuts 1.0x, 0.25 s fades ~1.3-1.5x). The
+    engine now marks them as B-frames (see :func:`dissolves`), which makes them cheap, but a shot still
+    needs its clean middle.
     """
     half = max(0, round(fps * FADE_SECONDS) // 2)
     share = 2 * FADE_MAX_SHARE
