@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 from videosynth import uploads
 from videosynth.errors import VideosynthError
@@ -33,11 +34,7 @@ def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> M
     if time.monotonic() - _last_upload_sweep[0] >= UPLOAD_SWEEP_EVERY_S:
         _last_upload_sweep[0] = time.monotonic()
         sweep_uploads(storage, time.time())
-    for key in report.purged_result_keys:
-        try:
-            storage.delete(key)
-        except VideosynthError as exc:
-            log.warning("could not delete %s: %s", key, exc)
+    _delete_keys(storage, report.purged_result_keys)
     if report.requeued or report.failed_lost or report.timed_out or report.purged_result_keys:
         log.info(
             "maintenance: requeued %d, failed (lost) %d, timed out %d, purged %d",
@@ -49,6 +46,18 @@ def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> M
     return report
 
 
+def _delete_keys(storage: Storage, keys: Sequence[str]) -> int:
+    """Delete each key; a failure is logged and does not stop the rest. Returns how many were deleted."""
+    deleted = 0
+    for key in keys:
+        try:
+            storage.delete(key)
+            deleted += 1
+        except VideosynthError as exc:
+            log.warning("could not delete %s: %s", key, exc)
+    return deleted
+
+
 def sweep_uploads(storage: Storage, now_s: float) -> int:
     """Delete uploaded ``oss://`` files past their 48-72 h life (see ``uploads.UPLOAD_KEEP_DAYS``)."""
     try:
@@ -56,13 +65,7 @@ def sweep_uploads(storage: Storage, now_s: float) -> int:
     except VideosynthError as exc:
         log.warning("could not list uploads: %s", exc)
         return 0
-    deleted = 0
-    for key in expired:
-        try:
-            storage.delete(key)
-            deleted += 1
-        except VideosynthError as exc:
-            log.warning("could not delete %s: %s", key, exc)
+    deleted = _delete_keys(storage, expired)
     if deleted:
         log.info("maintenance: deleted %d expired uploads", deleted)
     return deleted
