@@ -24,6 +24,7 @@ from videosynth.engines.animatic.shots import Shot, parse_shots
 from videosynth.engines.base import GenerationRequest, GenerationResult, ProgressCallback, ReferenceImage
 from videosynth.errors import Canceled, EngineError, VideosynthError
 from videosynth.media.encode import PictureHint, encode_frames
+from videosynth.media.opencv import exact_kernels
 from videosynth.media.validate import decode_failure
 
 # EXIF orientations that swap width and height.
@@ -64,6 +65,7 @@ def load_reference(path: Path, max_width: int, max_height: int) -> np.ndarray:
     if scale < _RESIZE_BELOW:
         size = (max(1, round(iw * scale)), max(1, round(ih * scale)))
         # OpenCV's area average: about 10x faster than Pillow's bicubic here, and alias-free when shrinking.
+        exact_kernels()
         array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
     return array
 

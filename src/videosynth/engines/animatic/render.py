@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from videosynth.engines.animatic.shots import Shot, allocate_frames
+from videosynth.media.opencv import exact_kernels
 
 WATERMARK_TEXT = "videosynth animatic"
 FADE_SECONDS = 0.25
@@ -102,6 +103,7 @@ class _ImageAssets:
     """One reference image placed on a stage: contain rectangle and the blurred cover fill."""
 
     def __init__(self, image: np.ndarray, width: int, height: int) -> None:
+        exact_kernels()
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
             raise ValueError(
                 f"reference images must be HxWx3 uint8 RGB arrays, got {image.shape} {image.dtype}"
@@ -134,6 +136,7 @@ class _ImageAssets:
 
     def compose(self, canvas_to_stage: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Render the stage through ``canvas_to_stage`` (a continuous canvas->stage map) at ``size``."""
+        exact_kernels()
         cw, ch = size
         fill_map = _scale_shift(self.fill_scale_x, self.fill_scale_y, 0.0, 0.0) @ canvas_to_stage
         fh, fw = self.fill.shape[:2]
@@ -378,6 +381,7 @@ class _ShotRenderer:
 
     def frame(self, t: int) -> np.ndarray:
         """Frame ``t`` of the video as seen by this shot. Holds return their shared read-only array."""
+        exact_kernels()
         if self.move == "hold":
             return self.still
         view = self._view_at((t - self.visible_start) / max(1, self.visible_len - 1))
@@ -504,6 +508,7 @@ def _frames(
     def blend(a: np.ndarray, b: np.ndarray, boundary: int, t: int) -> np.ndarray:
         h = halves[boundary]
         alpha = (t - (starts[boundary + 1] - h) + 1) / (2 * h + 1)
+        exact_kernels()
         return cv2.addWeighted(a, 1.0 - alpha, b, alpha, 0.0)
 
     # The next shot (decode its image, compose it) is built on a helper thread while this one's frames are

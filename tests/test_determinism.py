@@ -1,0 +1,133 @@
+"""The animatic's promise: the same request and seed give the same frames, byte for byte, every time.
+
+Two ways that promise broke before (see ``videosynth.media.opencv`` and ``videosynth.media.encode``): OpenCV
+sent warps and cubic resizes to Intel IPP, whose results depend on the CPU it dispatches to and, for its
+tiled warps, on how the thread pool splits a picture while another thread is inside OpenCV; and x264 ran
+1.5 threads per core, and its bitstream depends on its thread count. The tests pin both: many renders under
+load, renders with IPP dispatched to other instruction sets, and encodes with fewer cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import cv2
+import pytest
+
+from videosynth.engines.animatic import AnimaticEngine
+from videosynth.engines.base import GenerationRequest
+
+from test_animatic_engine import request, write_refs
+
+# Every kind of frame the renderer makes: a push (warpAffine), a pan with a low angle (warpPerspective),
+# a held close-up (one composed still), and dissolves between them.
+PROMPT = "[Image 1] zoom in. [Image 2] pan right, low angle. [Image 3] close-up."
+RENDERS_UNDER_LOAD = 30
+
+
+def _request(tmp_path: Path) -> GenerationRequest:
+    # 640x640 is not on the size table (the engine does not care), but is large enough that OpenCV splits
+    # each warp across its thread pool, and small enough for 30 renders in a few seconds each.
+    req = request(write_refs(tmp_path, 3), PROMPT, resolution="720P", ratio="1:1", duration=1, seed=7)
+    return dataclasses.replace(req, width=640, height=640)
+
+
+def _frame_digests(path: Path) -> list[str]:
+    with av.open(str(path)) as container:
+        return [hashlib.sha256(f.to_ndarray(format="rgb24").tobytes()).hexdigest() for f in container.decode(video=0)]
+
+
+@pytest.fixture
+def busy_machine() -> Iterator[None]:
+    """A second process spinning on every core, so the renderer's threads interleave differently each run."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        yield
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+
+
+def test_the_same_request_renders_the_same_frames_under_load(tmp_path: Path, busy_machine: None) -> None:
+    req = _request(tmp_path)
+    engine = AnimaticEngine()
+    first: list[str] | None = None
+    first_bytes = b""
+    for run in range(RENDERS_UNDER_LOAD):
+        out = tmp_path / f"run{run}.mp4"
+        engine.generate(req, out, lambda done, total: None)
+        frames = _frame_digests(out)
+        assert len(frames) == req.num_frames
+        if first is None:
+            first, first_bytes = frames, out.read_bytes()
+            continue
+        differing = [i for i, (a, b) in enumerate(zip(first, frames, strict=True)) if a != b]
+        assert differing == [], f"render {run}: frames {differing} differ from the first render"
+        assert out.read_bytes() == first_bytes, f"render {run}: same frames, different MP4 bytes"
+        out.unlink()
+
+
+_RENDER_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    sys.path.insert(0, sys.argv[1])
+    from pathlib import Path
+    import av
+    from test_determinism import _frame_digests, _request
+    from videosynth.engines.animatic import AnimaticEngine
+    folder = Path(sys.argv[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    AnimaticEngine().generate(_request(folder), folder / "out.mp4", lambda done, total: None)
+    print(hashlib.sha256("".join(_frame_digests(folder / "out.mp4")).encode()).hexdigest())
+    print(hashlib.sha256((folder / "out.mp4").read_bytes()).hexdigest())
+    """
+)
+
+
+def _render_elsewhere(tmp_path: Path, name: str, env: dict[str, str], cores: set[int] | None = None) -> list[str]:
+    """Render in a fresh interpreter with ``env`` (and, if given, only ``cores``); return frame and file digests."""
+
+    def restrict() -> None:
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
+
+    done = subprocess.run(
+        [sys.executable, "-c", _RENDER_SCRIPT, str(Path(__file__).parent), str(tmp_path / name)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=restrict,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+@pytest.mark.skipif(not cv2.ipp.useIPP(), reason="this OpenCV build has no IPP to dispatch")
+def test_frames_do_not_depend_on_which_cpu_ipp_dispatches_to(tmp_path: Path) -> None:
+    # OPENCV_IPP pins IPP's dispatch to an instruction set, as a machine with only that set would use it.
+    results = {
+        level: _render_elsewhere(tmp_path, level, {"OPENCV_IPP": level})[0] for level in ("sse42", "avx2")
+    }
+    results["off"] = _render_elsewhere(tmp_path, "off", {"OPENCV_IPP": "disabled"})[0]
+    assert len(set(results.values())) == 1, results
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_the_video_does_not_depend_on_the_number_of_cores(tmp_path: Path) -> None:
+    # x264 sizes its default thread pool from the cores it may run on.
+    one_core = _render_elsewhere(tmp_path, "one", {}, cores={min(os.sched_getaffinity(0))})
+    all_cores = _render_elsewhere(tmp_path, "all", {})
+    assert one_core == all_cores
