@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test bench bench-queue system-deps clean
+.PHONY: install run test check bench bench-queue system-deps clean
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 install: $(VENV)/.installed
@@ -18,6 +18,13 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/videosynth serve --host $(HOST) --port $(PORT)
+
+# House rules: lint, format, strict types on src/, import layers. CI runs this before the tests.
+check: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The tests start a throwaway PostgreSQL from the local server binaries; install them if this machine lacks them.
 test: install system-deps

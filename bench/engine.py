@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import av
 import numpy as np
@@ -43,7 +43,7 @@ import requests
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from videosynth.media.encode import VideoWriter  # noqa: E402
+from videosynth.media.encode import VideoWriter
 
 SUBMIT = "/api/v1/services/aigc/video-generation/video-synthesis"
 POLL_S = 0.2
@@ -179,7 +179,7 @@ def main() -> int:
             [sys.executable, "-m", "videosynth", "serve", "--port", str(port), "--log-level", "warning"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "server.log", "wb"),
+            stderr=open(tmp / "server.log", "wb"),  # noqa: SIM115 - the server process owns it until it exits
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -200,7 +200,7 @@ def main() -> int:
             def wire_epoch(text: str) -> float:
                 # Wire times are local to VIDEOSYNTH_TIMEZONE, set to UTC above, with millisecond precision.
                 parsed = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
-                return parsed.replace(tzinfo=timezone.utc).timestamp()
+                return parsed.replace(tzinfo=UTC).timestamp()
 
             def run_case(
                 res: str, ratio: str, duration: int, nrefs: int, prompt: str
@@ -211,7 +211,8 @@ def main() -> int:
                     "input": {
                         "prompt": prompt,
                         "media": [
-                            {"type": "reference_image", "url": f"{img_base}/ref{i + 1}.jpg"} for i in range(nrefs)
+                            {"type": "reference_image", "url": f"{img_base}/ref{i + 1}.jpg"}
+                            for i in range(nrefs)
                         ],
                     },
                     "parameters": {"resolution": res, "ratio": ratio, "duration": duration, "seed": 42},
@@ -222,7 +223,9 @@ def main() -> int:
                 r.raise_for_status()
                 task_id = r.json()["output"]["task_id"]
                 while True:
-                    out = requests.get(f"{base}/api/v1/tasks/{task_id}", headers=headers, timeout=30).json()["output"]
+                    out = requests.get(f"{base}/api/v1/tasks/{task_id}", headers=headers, timeout=30).json()[
+                        "output"
+                    ]
                     if out["task_status"] == "SUCCEEDED":
                         observed = time.perf_counter() - start
                         succeeded = wire_epoch(out["end_time"]) - start_epoch
@@ -238,7 +241,9 @@ def main() -> int:
                 " precomputed frame, mean of one just before and one just after each task. Medians over runs;"
                 " per-run e2e ratios in brackets."
             )
-            print(f"{'case':22} {'e2e s':>7} {'observed s':>10} {'bare s':>7} {'e2e/bare':>9} {'observed/bare':>13}")
+            print(
+                f"{'case':22} {'e2e s':>7} {'observed s':>10} {'bare s':>7} {'e2e/bare':>9} {'observed/bare':>13}"
+            )
             for name in args.cases.split(","):
                 res, ratio, duration, nrefs, prompt = CASES[name]
                 # One unmeasured task first: it gives the precomputed frame (the output is deterministic, so

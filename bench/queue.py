@@ -29,11 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from videosynth.tasks.models import GenerationParams, NewTask  # noqa: E402
-from videosynth.wiring import build_store  # noqa: E402
-from videosynth.settings import Settings  # noqa: E402
+from videosynth.settings import Settings
+from videosynth.tasks.models import GenerationParams, NewTask
+from videosynth.wiring import build_store
 
-PARAMS = GenerationParams(resolution="720P", ratio="16:9", duration=5, seed=1, watermark=True, width=1280, height=720)
+PARAMS = GenerationParams(
+    resolution="720P", ratio="16:9", duration=5, seed=1, watermark=True, width=1280, height=720
+)
 
 
 def fill(url: str, n: int) -> None:
@@ -101,14 +103,18 @@ def main() -> int:
 
     cluster = PostgresCluster()
     cluster.start()
-    print(f"{'store':10} {'workers':>7} {'claims/s':>9} {'double claims':>13}  (claim + complete, {args.tasks} tasks)")
+    print(
+        f"{'store':10} {'workers':>7} {'claims/s':>9} {'double claims':>13}  (claim + complete, {args.tasks} tasks)"
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for store_name in ("sqlite", "postgres"):
                 rates = {}
                 for n in (1, 2, 4):
                     url = (
-                        f"sqlite:///{Path(tmp) / f'q{n}.db'}" if store_name == "sqlite" else fresh_database(cluster)
+                        f"sqlite:///{Path(tmp) / f'q{n}.db'}"
+                        if store_name == "sqlite"
+                        else fresh_database(cluster)
                     )
                     rate, doubles = run(url, n, args.tasks)
                     rates[n] = rate

@@ -16,6 +16,7 @@ import requests
 import uvicorn
 from PIL import Image
 
+from services import PostgresCluster, SeaweedS3, fresh_database
 from videosynth.api.app import create_app
 from videosynth.apikeys import display_prefix, hash_key, new_api_key
 from videosynth.catalog import Catalog
@@ -24,8 +25,6 @@ from videosynth.storage.base import Storage
 from videosynth.tasks.sqlite import SqliteTaskStore
 from videosynth.wiring import build_storage, build_store
 from videosynth.worker.loop import Worker
-
-from services import PostgresCluster, SeaweedS3, fresh_database
 
 SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
 
@@ -151,7 +150,7 @@ def write_image(path: Path, width: int = 640, height: int = 480, seed: int = 0, 
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -24,7 +24,9 @@ def postgres_bin_dir() -> Path:
         return Path(explicit)
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
-        raise RuntimeError("PostgreSQL server binaries not found; `make test` installs them (apt-get install postgresql)")
+        raise RuntimeError(
+            "PostgreSQL server binaries not found; `make test` installs them (apt-get install postgresql)"
+        )
     return Path(found[-1]).parent
 
 
@@ -47,12 +49,32 @@ class PostgresCluster:
         subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.root} -c fsync=off"
             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts, "-w", "start")
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            opts,
+            "-w",
+            "start",
+        )
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db}"
@@ -117,10 +139,11 @@ class SeaweedS3:
                 }
             )
         )
-        names = (
-            "master.port master.port.grpc volume.port volume.port.grpc filer.port filer.port.grpc s3.port s3.port.grpc"
-            " admin.port admin.port.grpc debug.port s3.port.iceberg s3.port.lance s3.debug.port"
-        ).split()
+        names = [
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+            "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port", "s3.port.iceberg",
+            "s3.port.lance", "s3.debug.port",
+        ]  # fmt: skip
         ports = {name: free_port() for name in names}
         self.s3_port = ports["s3.port"]
         # Loopback only, no telemetry (stack.md pitfall 13).
@@ -131,7 +154,8 @@ class SeaweedS3:
             *(f"-{name}={port}" for name, port in ports.items()),
         ]  # fmt: skip
         (self.root / "data").mkdir()
-        self.proc = subprocess.Popen(args, stdout=open(self.root / "log", "wb"), stderr=subprocess.STDOUT)
+        log = open(self.root / "log", "wb")  # noqa: SIM115 - the server process writes it until it exits
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
     @property
@@ -157,7 +181,7 @@ class SeaweedS3:
                 client.put_object(Bucket=self.bucket, Key="ready", Body=b"ok")
                 client.delete_object(Bucket=self.bucket, Key="ready")
                 return
-            except Exception as exc:  # not up yet
+            except Exception as exc:  # noqa: BLE001 - not up yet, whatever the client says
                 last = exc
                 time.sleep(0.3)
         raise RuntimeError(f"S3 server did not become ready: {last}")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from test_encode import picture_types, top_level_atoms
 from videosynth.engines.animatic import (
     AnimaticEngine,
     dissolves,
@@ -23,13 +24,11 @@ from videosynth.engines.animatic import (
     render_frames,
     watermark_box,
 )
-from videosynth.media.encode import PictureHint
 from videosynth.engines.animatic.shots import Shot
 from videosynth.engines.base import GenerationRequest, ReferenceImage
-from videosynth.errors import Canceled, EngineError, InvalidFileFormat
+from videosynth.errors import Canceled, EngineError, InvalidImageFormat
+from videosynth.media.encode import PictureHint
 from videosynth.sizes import FPS, FRAME_SIZES
-
-from test_encode import picture_types, top_level_atoms
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -182,7 +181,7 @@ def test_undecodable_reference_is_an_invalid_file(tmp_path: Path) -> None:
     data = refs[1].path.read_bytes()
     refs[1].path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "bad.mp4"
-    with pytest.raises(InvalidFileFormat, match=r"Failed to decode the image \[Image 2\]") as caught:
+    with pytest.raises(InvalidImageFormat, match=r"Failed to decode the image \[Image 2\]") as caught:
         AnimaticEngine().generate(request(refs, "[Image 1] [Image 2]"), out, Progress())
     assert caught.value.__cause__ is not None
     assert not out.exists()
@@ -382,7 +381,7 @@ def test_cross_fade_lies_between_the_shots(imgs: list[np.ndarray]) -> None:
         assert ((f >= lo) & (f <= hi)).all()
         distance_to_a.append(np.abs(f - a.astype(int)).mean())
     assert distance_to_a == sorted(distance_to_a)
-    assert 0 < distance_to_a[0] and distance_to_a[-1] < np.abs(b.astype(int) - a.astype(int)).mean()
+    assert distance_to_a[0] > 0 and distance_to_a[-1] < np.abs(b.astype(int) - a.astype(int)).mean()
 
 
 def test_no_fade_at_the_ends(imgs: list[np.ndarray]) -> None:

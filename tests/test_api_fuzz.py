@@ -12,13 +12,19 @@ from conftest import SUBMIT_PATH, LiveServer
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
 json_values = st.recursive(
-    scalars, lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 # Bodies that look like a submit, so the fuzzer gets deep into the checks instead of failing at "model".
 media_items = st.fixed_dictionaries(
     {"type": st.sampled_from(["reference_image", "video"]) | scalars},
-    optional={"url": st.sampled_from(["https://x.test/a.png", "data:image/png;base64,AAAA", "oss://b/k", "ftp://x"]) | scalars},
+    optional={
+        "url": st.sampled_from(["https://x.test/a.png", "data:image/png;base64,AAAA", "oss://b/k", "ftp://x"])
+        | scalars
+    },
 )
 near_valid = st.fixed_dictionaries(
     {},

@@ -53,12 +53,16 @@ def test_submit_success_shape(live_server: LiveServer) -> None:
     data = r.json()
     assert set(data) == {"output", "request_id"}
     assert data["output"]["task_status"] == "PENDING"
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", data["output"]["task_id"])
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", data["output"]["task_id"]
+    )
     assert r.headers["x-request-id"] == data["request_id"]
 
 
 def test_missing_api_key(live_server: LiveServer) -> None:
-    r = requests.post(live_server.base_url + SUBMIT_PATH, json=body(), headers={"X-DashScope-Async": "enable"})
+    r = requests.post(
+        live_server.base_url + SUBMIT_PATH, json=body(), headers={"X-DashScope-Async": "enable"}
+    )
     assert_error(r, 401, "InvalidApiKey", "No API-key provided.")
 
 
@@ -76,7 +80,9 @@ def test_revoked_key_is_refused(live_server: LiveServer) -> None:
 
 def test_missing_async_header(live_server: LiveServer) -> None:
     r = requests.post(
-        live_server.base_url + SUBMIT_PATH, json=body(), headers={"Authorization": f"Bearer {live_server.key}"}
+        live_server.base_url + SUBMIT_PATH,
+        json=body(),
+        headers={"Authorization": f"Bearer {live_server.key}"},
     )
     assert_error(r, 403, "AccessDenied", "current user api does not support synchronous calls.")
 
@@ -150,14 +156,18 @@ def test_oss_url_needs_resolve_header(live_server: LiveServer) -> None:
     assert_error(live_server.submit(with_input(media=media)), 400, "invalid_parameter_error")
 
 
-@pytest.mark.parametrize("url", ["data:image/gif;base64,R0lGOD", "data:text/plain;base64,aGk=", "data:image/png,raw"])
+@pytest.mark.parametrize(
+    "url", ["data:image/gif;base64,R0lGOD", "data:text/plain;base64,aGk=", "data:image/png,raw"]
+)
 def test_data_url_wrong_mime(live_server: LiveServer, url: str) -> None:
     media = [{"type": "reference_image", "url": url}]
     assert_error(live_server.submit(with_input(media=media)), 400, "InvalidParameter", "data URL")
 
 
 def test_missing_url(live_server: LiveServer) -> None:
-    assert_error(live_server.submit(with_input(media=[{"type": "reference_image"}])), 400, "InvalidParameter", "url")
+    assert_error(
+        live_server.submit(with_input(media=[{"type": "reference_image"}])), 400, "InvalidParameter", "url"
+    )
 
 
 @pytest.mark.parametrize("prompt", ["[Image 2] walks", "[Image 1] meets [image 3]", "[Image 0] waits"])
@@ -168,7 +178,7 @@ def test_prompt_names_missing_image(live_server: LiveServer, prompt: str) -> Non
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"resolution": "480P"}, "resolution"),
+        ({"resolution": "240P"}, "resolution"),
         ({"resolution": 720}, "resolution"),
         ({"ratio": "2:1"}, "ratio"),
         ({"ratio": "16x9"}, "ratio"),
@@ -284,8 +294,15 @@ def test_cancel(live_server: LiveServer) -> None:
     out = live_server.query(task_id)["output"]
     assert out["task_status"] == "CANCELED" and "end_time" in out
     r = requests.post(url, headers={"Authorization": f"Bearer {live_server.key}"})
-    assert_error(r, 400, "UnsupportedOperation", "Failed to cancel the task, please confirm if the task is in PENDING status.")
-    r = requests.post(f"{live_server.api}/tasks/unknown-id/cancel", headers={"Authorization": f"Bearer {live_server.key}"})
+    assert_error(
+        r,
+        400,
+        "UnsupportedOperation",
+        "Failed to cancel the task, please confirm if the task is in PENDING status.",
+    )
+    r = requests.post(
+        f"{live_server.api}/tasks/unknown-id/cancel", headers={"Authorization": f"Bearer {live_server.key}"}
+    )
     assert_error(r, 400, "UnsupportedOperation")
 
 
@@ -293,7 +310,9 @@ def test_list_paging_and_filters(live_server: LiveServer) -> None:
     ids = [live_server.submit(body()).json()["output"]["task_id"] for _ in range(5)]
     other = make_key(live_server.store, "other")
     live_server.submit(body(), key=other)
-    requests.post(f"{live_server.api}/tasks/{ids[0]}/cancel", headers={"Authorization": f"Bearer {live_server.key}"})
+    requests.post(
+        f"{live_server.api}/tasks/{ids[0]}/cancel", headers={"Authorization": f"Bearer {live_server.key}"}
+    )
     auth = {"Authorization": f"Bearer {live_server.key}"}
     for path in ("/tasks", "/tasks/"):
         r = requests.get(f"{live_server.api}{path}", params={"page_no": 1, "page_size": 2}, headers=auth)
@@ -316,13 +335,25 @@ def test_list_paging_and_filters(live_server: LiveServer) -> None:
     r = requests.get(f"{live_server.api}/tasks", params={"model_name": "happyhorse-1.0-r2v"}, headers=auth)
     assert r.json()["total"] == 0
     r = requests.get(
-        f"{live_server.api}/tasks", params={"start_time": "20200101000000", "end_time": "20200101120000"}, headers=auth
+        f"{live_server.api}/tasks",
+        params={"start_time": "20200101000000", "end_time": "20200101120000"},
+        headers=auth,
     )
     assert r.json()["total"] == 0
-    assert_error(requests.get(f"{live_server.api}/tasks", params={"status": "DONE"}, headers=auth), 400, "InvalidParameter")
-    assert_error(requests.get(f"{live_server.api}/tasks", params={"page_no": "0"}, headers=auth), 400, "InvalidParameter")
     assert_error(
-        requests.get(f"{live_server.api}/tasks", params={"start_time": "yesterday"}, headers=auth), 400, "InvalidParameter"
+        requests.get(f"{live_server.api}/tasks", params={"status": "DONE"}, headers=auth),
+        400,
+        "InvalidParameter",
+    )
+    assert_error(
+        requests.get(f"{live_server.api}/tasks", params={"page_no": "0"}, headers=auth),
+        400,
+        "InvalidParameter",
+    )
+    assert_error(
+        requests.get(f"{live_server.api}/tasks", params={"start_time": "yesterday"}, headers=auth),
+        400,
+        "InvalidParameter",
     )
 
 
@@ -341,5 +372,6 @@ def test_models_endpoint(live_server: LiveServer) -> None:
     assert model["engine"] == "animatic"
     assert model["references"] == {"min": 1, "max": 9}
     assert model["durations"] == list(range(3, 16))
-    assert len(model["sizes"]) == 18
+    assert len(model["sizes"]) == 27
+    assert {"resolution": "480P", "ratio": "16:9", "width": 832, "height": 480} in model["sizes"]
     assert {"resolution": "720P", "ratio": "16:9", "width": 1280, "height": 720} in model["sizes"]

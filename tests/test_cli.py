@@ -92,10 +92,15 @@ def test_serve_prints_url_and_a_working_key(tmp_path: Path) -> None:
         assert key, text
         body = {
             "model": "happyhorse-1.1-r2v",
-            "input": {"prompt": "[Image 1]", "media": [{"type": "reference_image", "url": "https://x.test/a.png"}]},
+            "input": {
+                "prompt": "[Image 1]",
+                "media": [{"type": "reference_image", "url": "https://x.test/a.png"}],
+            },
         }
         r = requests.post(
-            base + SUBMIT_PATH, json=body, headers={"Authorization": f"Bearer {key.group(1)}", "X-DashScope-Async": "enable"}
+            base + SUBMIT_PATH,
+            json=body,
+            headers={"Authorization": f"Bearer {key.group(1)}", "X-DashScope-Async": "enable"},
         )
         assert r.status_code == 200, r.text
     finally:
@@ -111,17 +116,28 @@ def test_serve_prints_url_and_a_working_key(tmp_path: Path) -> None:
 
 
 def test_env_keys_are_accounts(tmp_path: Path) -> None:
-    proc, base, lines = _serve(tmp_path, VIDEOSYNTH_WORKERS="0", VIDEOSYNTH_API_KEYS="sk-one-123456789,sk-two-987654321")
+    proc, base, _lines = _serve(
+        tmp_path, VIDEOSYNTH_WORKERS="0", VIDEOSYNTH_API_KEYS="sk-one-123456789,sk-two-987654321"
+    )
     try:
         body = {
             "model": "happyhorse-1.1-r2v",
-            "input": {"prompt": "[Image 1]", "media": [{"type": "reference_image", "url": "https://x.test/a.png"}]},
+            "input": {
+                "prompt": "[Image 1]",
+                "media": [{"type": "reference_image", "url": "https://x.test/a.png"}],
+            },
         }
         h1 = {"Authorization": "Bearer sk-one-123456789", "X-DashScope-Async": "enable"}
         h2 = {"Authorization": "Bearer sk-two-987654321"}
         task_id = requests.post(base + SUBMIT_PATH, json=body, headers=h1).json()["output"]["task_id"]
-        assert requests.get(f"{base}/api/v1/tasks/{task_id}", headers=h1).json()["output"]["task_status"] == "PENDING"
-        assert requests.get(f"{base}/api/v1/tasks/{task_id}", headers=h2).json()["output"]["task_status"] == "UNKNOWN"
+        assert (
+            requests.get(f"{base}/api/v1/tasks/{task_id}", headers=h1).json()["output"]["task_status"]
+            == "PENDING"
+        )
+        assert (
+            requests.get(f"{base}/api/v1/tasks/{task_id}", headers=h2).json()["output"]["task_status"]
+            == "UNKNOWN"
+        )
         assert requests.post(f"{base}/api/v1/tasks/{task_id}/cancel", headers=h2).status_code == 400
     finally:
         proc.send_signal(signal.SIGINT)

@@ -22,10 +22,9 @@ import av
 import cv2
 import pytest
 
+from test_animatic_engine import request, write_refs
 from videosynth.engines.animatic import AnimaticEngine
 from videosynth.engines.base import GenerationRequest
-
-from test_animatic_engine import request, write_refs
 
 # Every kind of frame the renderer makes: a push (warpAffine), a pan with a low angle (warpPerspective),
 # a held close-up (one composed still), and dissolves between them.
@@ -42,7 +41,10 @@ def _request(tmp_path: Path) -> GenerationRequest:
 
 def _frame_digests(path: Path) -> list[str]:
     with av.open(str(path)) as container:
-        return [hashlib.sha256(f.to_ndarray(format="rgb24").tobytes()).hexdigest() for f in container.decode(video=0)]
+        return [
+            hashlib.sha256(f.to_ndarray(format="rgb24").tobytes()).hexdigest()
+            for f in container.decode(video=0)
+        ]
 
 
 @pytest.fixture
@@ -95,7 +97,9 @@ _RENDER_SCRIPT = textwrap.dedent(
 )
 
 
-def _render_elsewhere(tmp_path: Path, name: str, env: dict[str, str], cores: set[int] | None = None) -> list[str]:
+def _render_elsewhere(
+    tmp_path: Path, name: str, env: dict[str, str], cores: set[int] | None = None
+) -> list[str]:
     """Render in a fresh interpreter with ``env`` (and, if given, only ``cores``); return frame and file digests."""
 
     def restrict() -> None:
@@ -125,7 +129,9 @@ def test_frames_do_not_depend_on_which_cpu_ipp_dispatches_to(tmp_path: Path) -> 
     assert len(set(results.values())) == 1, results
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores"
+)
 def test_the_video_does_not_depend_on_the_number_of_cores(tmp_path: Path) -> None:
     # x264 sizes its default thread pool from the cores it may run on.
     one_core = _render_elsewhere(tmp_path, "one", {}, cores={min(os.sched_getaffinity(0))})

@@ -249,7 +249,8 @@ def picture_types(path: Path) -> str:
 
 def dissolve(a: np.ndarray, b: np.ndarray, steps: int) -> list[np.ndarray]:
     return [
-        (a * (1 - k / (steps + 1)) + b * (k / (steps + 1))).round().astype(np.uint8) for k in range(1, steps + 1)
+        (a * (1 - k / (steps + 1)) + b * (k / (steps + 1))).round().astype(np.uint8)
+        for k in range(1, steps + 1)
     ]
 
 
@@ -276,7 +277,11 @@ def test_a_blend_run_longer_than_the_b_frame_limit_is_still_encoded(tmp_path: Pa
     a, b = gradient(64, 48), gradient(64, 48, 40)
     n = ENCODER_MAX_BFRAMES + 5
     frames = [a] * 3 + dissolve(a, b, n) + [b] * 3
-    hints = [PictureHint.AUTO, PictureHint.AUTO, PictureHint.ANCHOR] + [PictureHint.BLEND] * n + [PictureHint.ANCHOR]
+    hints = (
+        [PictureHint.AUTO, PictureHint.AUTO, PictureHint.ANCHOR]
+        + [PictureHint.BLEND] * n
+        + [PictureHint.ANCHOR]
+    )
     path = tmp_path / "long.mp4"
     assert encode_frames(frames, path, 64, 48, hints=hints) == len(frames)
     types = picture_types(path)

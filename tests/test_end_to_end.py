@@ -39,7 +39,9 @@ def r2v_body(urls: list[str], **params: object) -> dict:
     }
 
 
-def test_seed_request_reaches_succeeded_with_exact_mp4(live_server: LiveServer, image_server: ImageServer, worker) -> None:
+def test_seed_request_reaches_succeeded_with_exact_mp4(
+    live_server: LiveServer, image_server: ImageServer, worker
+) -> None:
     urls = []
     for i, fmt in enumerate(["PNG", "JPEG", "WEBP"]):
         ext = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}[fmt]
@@ -64,7 +66,13 @@ def test_seed_request_reaches_succeeded_with_exact_mp4(live_server: LiveServer, 
     assert video.status_code == 200
     assert video.headers["content-type"] == "video/mp4"
     info = probe(video.content)
-    assert (info["width"], info["height"], info["fps"], info["codec"], info["pix_fmt"]) == (1280, 720, 24, "h264", "yuv420p")
+    assert (info["width"], info["height"], info["fps"], info["codec"], info["pix_fmt"]) == (
+        1280,
+        720,
+        24,
+        "h264",
+        "yuv420p",
+    )
     assert info["frames"] == 120
     assert abs(info["duration"] - 5.0) < 1e-6
     # Polling again gives the same link (signed from the finish time).
@@ -78,7 +86,9 @@ def _tamper(url: str, **changes: str) -> str:
     return urlunparse(parts._replace(query=urlencode(query)))
 
 
-def test_video_url_is_signed_and_supports_range(live_server: LiveServer, image_server: ImageServer, worker) -> None:
+def test_video_url_is_signed_and_supports_range(
+    live_server: LiveServer, image_server: ImageServer, worker
+) -> None:
     write_image(image_server.root / "a.png", 640, 480)
     r = live_server.submit(r2v_body([image_server.url("a.png")], duration=3))
     out = live_server.wait(r.json()["output"]["task_id"])["output"]
@@ -125,7 +135,9 @@ def _expect_failed(live_server: LiveServer, urls: list[str], code: str) -> dict:
     return out
 
 
-def test_bad_images_fail_the_task_not_the_worker(live_server: LiveServer, image_server: ImageServer, worker) -> None:
+def test_bad_images_fail_the_task_not_the_worker(
+    live_server: LiveServer, image_server: ImageServer, worker
+) -> None:
     write_image(image_server.root / "small.png", 300, 200)
     write_image(image_server.root / "ok.png", 640, 480)
     Image.new("RGB", (640, 480)).save(image_server.root / "anim.gif")
@@ -133,9 +145,13 @@ def test_bad_images_fail_the_task_not_the_worker(live_server: LiveServer, image_
     whole = write_image(image_server.root / "whole.jpg", 640, 480).read_bytes()
     (image_server.root / "truncated.jpg").write_bytes(whole[: len(whole) // 2])  # valid header, half the data
     _expect_failed(live_server, [image_server.url("small.png")], "InvalidFile.Resolution")
-    _expect_failed(live_server, [image_server.url("ok.png"), image_server.url("anim.gif")], "InvalidFile.Format")
+    _expect_failed(
+        live_server, [image_server.url("ok.png"), image_server.url("anim.gif")], "InvalidFile.Format"
+    )
     _expect_failed(live_server, [image_server.url("page.png")], "InvalidFile.Format")
-    out = _expect_failed(live_server, [image_server.url("ok.png"), image_server.url("truncated.jpg")], "InvalidFile.Format")
+    out = _expect_failed(
+        live_server, [image_server.url("ok.png"), image_server.url("truncated.jpg")], "InvalidFile.Format"
+    )
     assert "[Image 2]" in out["message"]
     _expect_failed(live_server, [image_server.url("missing.png")], "InvalidURL")
     # The same worker still serves good tasks afterwards.
@@ -143,7 +159,9 @@ def test_bad_images_fail_the_task_not_the_worker(live_server: LiveServer, image_
     assert live_server.wait(r.json()["output"]["task_id"])["output"]["task_status"] == "SUCCEEDED"
 
 
-def test_private_address_refused_by_default(live_server: LiveServer, image_server: ImageServer, worker) -> None:
+def test_private_address_refused_by_default(
+    live_server: LiveServer, image_server: ImageServer, worker
+) -> None:
     write_image(image_server.root / "ok.png", 640, 480)
     worker.fetch_policy = type(worker.fetch_policy)(allow_private=False)
     out = _expect_failed(live_server, [image_server.url("ok.png")], "InvalidURL")
@@ -180,7 +198,9 @@ def test_timeout_and_retention(live_server: LiveServer, image_server: ImageServe
     assert live_server.storage.exists(task.result_key)
     video_url = live_server.query(done)["output"]["video_url"]
     time.sleep(0.3)
-    report = run_maintenance(live_server.settings.replace(retention_seconds=0.2), live_server.store, live_server.storage)
+    report = run_maintenance(
+        live_server.settings.replace(retention_seconds=0.2), live_server.store, live_server.storage
+    )
     assert report is not None and task.result_key in report.purged_result_keys
     assert live_server.query(done)["output"] == {"task_id": done, "task_status": "UNKNOWN"}
     assert not live_server.storage.exists(task.result_key)

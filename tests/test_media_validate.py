@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videosynth.errors import InvalidFileFormat, InvalidFileResolution, InvalidFileSize
+from videosynth.errors import ErrorKind, InvalidImageFormat, InvalidImageResolution, InvalidImageSize
 from videosynth.media.validate import (
     ALLOWED_FORMATS,
     MAX_PIXELS,
@@ -70,14 +70,14 @@ def test_portrait_and_boundary_sizes() -> None:
 
 @pytest.mark.parametrize("size", [(300, 200), (399, 1000), (1000, 399)])
 def test_short_side_too_small(size: tuple[int, int]) -> None:
-    with pytest.raises(InvalidFileResolution) as info:
+    with pytest.raises(InvalidImageResolution) as info:
         validate_image(_encode("JPEG", size))
     width, height = size
-    assert info.value.message == (
+    assert info.value.detail == (
         "The image resolution is invalid, please make sure that the smallest length of image is larger than "
         f"{MIN_SHORT_SIDE}, got {width}x{height}."
     )
-    assert info.value.code == "InvalidFile.Resolution"
+    assert info.value.kind is ErrorKind.IMAGE_RESOLUTION
 
 
 def test_min_short_side_is_configurable() -> None:
@@ -100,17 +100,17 @@ def test_min_short_side_is_configurable() -> None:
 )
 def test_refuses_other_formats(data: bytes) -> None:
     assert sniff_image_format(data) is None
-    with pytest.raises(InvalidFileFormat) as info:
+    with pytest.raises(InvalidImageFormat) as info:
         validate_image(data)
-    assert info.value.code == "InvalidFile.Format"
+    assert info.value.kind is ErrorKind.IMAGE_FORMAT
 
 
 def test_magic_must_agree_with_content() -> None:
     # PNG magic in front of a JPEG: Pillow may only try the sniffed format, so this cannot pass as JPEG.
     jpeg = _encode("JPEG", (640, 480))
-    with pytest.raises(InvalidFileFormat):
+    with pytest.raises(InvalidImageFormat):
         validate_image(b"\x89PNG\r\n\x1a\n" + jpeg)
-    with pytest.raises(InvalidFileFormat):
+    with pytest.raises(InvalidImageFormat):
         validate_image(b"RIFF\x10\x00\x00\x00WEBP" + jpeg)
 
 
@@ -118,25 +118,25 @@ def test_bomb_header_refused_before_decoding() -> None:
     data = _png_header_only(30000, 30000)
     assert len(data) < 200
     start = time.monotonic()
-    with pytest.raises(InvalidFileResolution, match="too many pixels") as info:
+    with pytest.raises(InvalidImageResolution, match="too many pixels") as info:
         validate_image(data)
     assert time.monotonic() - start < 0.5
-    assert "900000000" in info.value.message
+    assert "900000000" in info.value.detail
 
 
 def test_pixel_cap_is_ours_not_pillows() -> None:
     # 48 MP: under Pillow's default limit (about 89 MP), over our 40 MP cap.
     data = _png_header_only(8000, 6000)
-    assert 8000 * 6000 > MAX_PIXELS
-    with pytest.raises(InvalidFileResolution, match="8000x6000"):
+    assert MAX_PIXELS < 8000 * 6000
+    with pytest.raises(InvalidImageResolution, match="8000x6000"):
         validate_image(data)
-    with pytest.raises(InvalidFileResolution, match="1000x1000"):
+    with pytest.raises(InvalidImageResolution, match="1000x1000"):
         validate_image(_png_header_only(1000, 1000), max_pixels=999_999)
 
 
 def test_header_passes_but_pixels_missing_is_format_error() -> None:
     # Dimensions are fine, so we get as far as decoding, which must fail cleanly.
-    with pytest.raises(InvalidFileFormat, match="Failed to decode"):
+    with pytest.raises(InvalidImageFormat, match="Failed to decode"):
         validate_image(_png_header_only(640, 480))
 
 
@@ -145,26 +145,26 @@ def test_truncated_file(fmt: str) -> None:
     data = _encode(fmt, (640, 480), noise=True)
     truncated = data[: len(data) // 2]
     assert sniff_image_format(truncated) == fmt
-    with pytest.raises(InvalidFileFormat):
+    with pytest.raises(InvalidImageFormat):
         validate_image(truncated)
 
 
 def test_truncated_jpeg_fails_at_decode() -> None:
     data = _encode("JPEG", (640, 480), noise=True)
-    with pytest.raises(InvalidFileFormat, match="Failed to decode the image"):
+    with pytest.raises(InvalidImageFormat, match="Failed to decode the image"):
         validate_image(data[: len(data) // 2])
 
 
 def test_over_max_bytes() -> None:
     data = _encode("PNG", (640, 480))
-    with pytest.raises(InvalidFileSize) as info:
+    with pytest.raises(InvalidImageSize) as info:
         validate_image(data, max_bytes=len(data) - 1)
-    assert info.value.code == "InvalidFile.Size"
+    assert info.value.kind is ErrorKind.IMAGE_SIZE
     assert validate_image(data, max_bytes=len(data)).format == "PNG"
 
 
 def test_size_is_checked_before_format() -> None:
-    with pytest.raises(InvalidFileSize):
+    with pytest.raises(InvalidImageSize):
         validate_image(b"GIF89a" + b"\0" * 100, max_bytes=50)
 
 
@@ -181,9 +181,9 @@ def test_no_global_pillow_or_warning_changes() -> None:
     limit = Image.MAX_IMAGE_PIXELS
     filters = list(warnings.filters)
     validate_image(_encode("PNG", (640, 480)))
-    with pytest.raises(InvalidFileResolution):
+    with pytest.raises(InvalidImageResolution):
         validate_image(_png_header_only(30000, 30000))
-    assert Image.MAX_IMAGE_PIXELS == limit
+    assert limit == Image.MAX_IMAGE_PIXELS
     assert warnings.filters == filters
 
 
@@ -191,5 +191,5 @@ def test_large_max_pixels_does_not_trip_pillow_warning() -> None:
     # 100 MP is over Pillow's default warning threshold; with pytest's warnings-as-errors a leaked
     # DecompressionBombWarning would surface as an exception instead of our own verdict.
     # The short-side rule stops it right after open() (where Pillow warns), so nothing big is allocated.
-    with pytest.raises(InvalidFileResolution, match="9500x9500"):
+    with pytest.raises(InvalidImageResolution, match="9500x9500"):
         validate_image(_png_header_only(9500, 9500), max_pixels=200_000_000, min_short_side=10_000)

@@ -19,6 +19,7 @@ import requests
 from conftest import SUBMIT_PATH, free_socket, write_image
 from services import PostgresCluster, SeaweedS3, fresh_database
 from videosynth.apikeys import display_prefix, hash_key, new_api_key
+from videosynth.errors import ErrorKind
 from videosynth.storage.s3 import S3Storage
 from videosynth.tasks.models import TaskStatus
 from videosynth.tasks.postgres import PostgresTaskStore
@@ -38,8 +39,10 @@ class Deployment:
     base_url: str = ""
 
     def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}-{time.monotonic_ns()}.log", "wb")
-        return subprocess.Popen([sys.executable, "-m", "videosynth", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log = open(self.tmp / f"{name}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - the child owns it
+        return subprocess.Popen(
+            [sys.executable, "-m", "videosynth", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def start_api(self, workers: int = 0) -> None:
         sock = free_socket()
@@ -66,7 +69,10 @@ class Deployment:
     def submit(self, urls: list[str], duration: int = 3) -> str:
         body = {
             "model": "happyhorse-1.1-r2v",
-            "input": {"prompt": "[Image 1] walks.", "media": [{"type": "reference_image", "url": u} for u in urls]},
+            "input": {
+                "prompt": "[Image 1] walks.",
+                "media": [{"type": "reference_image", "url": u} for u in urls],
+            },
             "parameters": {"resolution": "720P", "ratio": "16:9", "duration": duration, "watermark": False},
         }
         r = requests.post(
@@ -79,7 +85,11 @@ class Deployment:
         return str(r.json()["output"]["task_id"])
 
     def status(self, task_id: str) -> dict:
-        r = requests.get(f"{self.base_url}/api/v1/tasks/{task_id}", headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+        r = requests.get(
+            f"{self.base_url}/api/v1/tasks/{task_id}",
+            headers={"Authorization": f"Bearer {self.key}"},
+            timeout=30,
+        )
         return dict(r.json())
 
     def stop_all(self, sig: int = signal.SIGTERM) -> None:
@@ -103,7 +113,9 @@ def wait_all(store: TaskStore, ids: list[str], timeout: float = 240) -> None:
         if all(t is not None and t.status.is_terminal for t in tasks):
             return
         time.sleep(0.25)
-    raise AssertionError(f"not finished: {[(t.task_id, t.status) for t in tasks if t and not t.status.is_terminal]}")
+    raise AssertionError(
+        f"not finished: {[(t.task_id, t.status) for t in tasks if t and not t.status.is_terminal]}"
+    )
 
 
 @pytest.fixture
@@ -113,7 +125,9 @@ def images(tmp_path: Path, image_server) -> list[str]:  # type: ignore[no-untype
 
 
 @pytest.fixture
-def pg_s3_deployment(tmp_path: Path, pg_cluster: PostgresCluster, s3_server: SeaweedS3) -> Iterator[tuple[Deployment, PostgresTaskStore, S3Storage]]:
+def pg_s3_deployment(
+    tmp_path: Path, pg_cluster: PostgresCluster, s3_server: SeaweedS3
+) -> Iterator[tuple[Deployment, PostgresTaskStore, S3Storage]]:
     url = fresh_database(pg_cluster)
     prefix = f"crash-{os.getpid()}-{time.monotonic_ns()}"
     env = {
@@ -152,7 +166,12 @@ def test_kill_9_a_worker_loses_and_duplicates_nothing(pg_s3_deployment, images: 
     while victim is None and time.monotonic() < deadline:
         for task_id in ids:
             t = store.get(task_id)
-            if t is not None and t.status is TaskStatus.RUNNING and t.worker_id and f":{w1.pid}:" in t.worker_id:
+            if (
+                t is not None
+                and t.status is TaskStatus.RUNNING
+                and t.worker_id
+                and f":{w1.pid}:" in t.worker_id
+            ):
                 victim = t
                 break
         else:
@@ -163,10 +182,12 @@ def test_kill_9_a_worker_loses_and_duplicates_nothing(pg_s3_deployment, images: 
     wait_all(store, ids)
     tasks = [store.get(i) for i in ids]
     assert all(t is not None and t.status is TaskStatus.SUCCEEDED for t in tasks), [
-        (t.task_id, t.status, t.error_code, t.error_message) for t in tasks if t
+        (t.task_id, t.status, t.error_kind, t.error_detail) for t in tasks if t
     ]
     killed = store.get(victim.task_id)
-    assert killed is not None and killed.attempts >= 2 and killed.worker_id and f":{w2.pid}:" in killed.worker_id
+    assert (
+        killed is not None and killed.attempts >= 2 and killed.worker_id and f":{w2.pid}:" in killed.worker_id
+    )
     # Exactly one stored object per task, and it is the one the task points at.
     keys = storage.list_keys("results/")
     assert sorted(keys) == sorted(t.result_key for t in tasks if t)
@@ -203,9 +224,9 @@ def test_restart_with_pending_and_running_tasks(tmp_path: Path, images: list[str
         dep.stop_all(signal.SIGTERM)
         after_stop = [store.get(i) for i in ids]
         # Nothing is left RUNNING by a graceful stop: each task finished or was handed back.
-        assert all(t is not None and t.status in (TaskStatus.PENDING, TaskStatus.SUCCEEDED) for t in after_stop), [
-            (t.status, t.error_code, t.error_message) for t in after_stop if t
-        ]
+        assert all(
+            t is not None and t.status in (TaskStatus.PENDING, TaskStatus.SUCCEEDED) for t in after_stop
+        ), [(t.status, t.error_kind, t.error_detail) for t in after_stop if t]
         assert any(t is not None and t.status is TaskStatus.PENDING for t in after_stop)
         dep.start_api(workers=2)
         wait_all(store, ids)
@@ -226,7 +247,9 @@ def test_running_task_cancel_lands_within_a_second(pg_s3_deployment, images: lis
         time.sleep(0.02)
     time.sleep(0.5)  # let the engine get going
     sent = time.time()
-    r = requests.post(f"{dep.base_url}/api/v1/tasks/{task_id}/cancel", headers={"Authorization": f"Bearer {dep.key}"})
+    r = requests.post(
+        f"{dep.base_url}/api/v1/tasks/{task_id}/cancel", headers={"Authorization": f"Bearer {dep.key}"}
+    )
     assert r.status_code == 200, r.text
     while True:
         t = store.get(task_id)
@@ -250,7 +273,7 @@ def test_concurrent_migrations_are_safe(pg_url: str) -> None:
     def migrate(s: PostgresTaskStore) -> None:
         try:
             s.migrate()
-        except Exception as exc:  # collected and asserted below
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
@@ -279,7 +302,6 @@ def test_maintenance_runs_in_one_process_at_a_time(pg_url: str) -> None:
 
 def test_scratch_of_interrupted_tasks_is_swept(settings, store: SqliteTaskStore) -> None:  # type: ignore[no-untyped-def]
     from test_store_contract import new_task
-
     from videosynth.wiring import build_storage
     from videosynth.worker.loop import Worker
 
@@ -289,7 +311,7 @@ def test_scratch_of_interrupted_tasks_is_swept(settings, store: SqliteTaskStore)
     assert store.claim("w1", 10, 60_000) is not None  # running, attempt 1
     claimed = store.claim("w2", 10, 60_000)
     assert claimed is not None and claimed.task_id == finished.task_id
-    assert store.fail(finished.task_id, "w2", 20, "InternalError", "x")
+    assert store.fail(finished.task_id, "w2", 20, ErrorKind.INTERNAL, "x")
 
     work = settings.work_dir
     keep = [work / f"{running.task_id}-1", work / "not-a-task-dir", work / "notes.txt"]

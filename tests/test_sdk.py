@@ -46,7 +46,11 @@ def test_v1_async_call_and_wait(live_server: LiveServer, worker, refs: list[dict
 def test_v1_cancel_and_list(live_server: LiveServer, refs: list[dict], monkeypatch) -> None:
     monkeypatch.setattr(dashscope, "base_http_api_url", live_server.api)
     rsp = VideoSynthesis.async_call(
-        api_key=live_server.key, model="happyhorse-1.0-r2v", prompt="[Image 1] walks", media=refs[:1], duration=3
+        api_key=live_server.key,
+        model="happyhorse-1.0-r2v",
+        prompt="[Image 1] walks",
+        media=refs[:1],
+        duration=3,
     )
     assert rsp.status_code == 200
     canceled = VideoSynthesis.cancel(rsp, api_key=live_server.key)
@@ -78,7 +82,9 @@ def test_v2_client_jobs_create_and_wait(live_server: LiveServer, worker, refs: l
     assert done.submitted_at and done.finished_at
 
 
-def test_v1_local_file_is_uploaded_and_resolved(live_server: LiveServer, worker, tmp_path, monkeypatch) -> None:
+def test_v1_local_file_is_uploaded_and_resolved(
+    live_server: LiveServer, worker, tmp_path, monkeypatch
+) -> None:
     """A local path goes through the SDK's own upload flow (getPolicy + form POST) and comes back as oss://."""
     monkeypatch.setattr(dashscope, "base_http_api_url", live_server.api)
     local = write_image(tmp_path / "local ref.png", 640, 480, seed=9)

@@ -54,7 +54,14 @@ def test_bad_values_fail_fast(env: dict[str, str], message: str) -> None:
 
 
 def test_parse_duration() -> None:
-    assert [parse_duration(v) for v in ("90", "90s", "15m", "3h", "1d", 2.5)] == [90, 90, 900, 10800, 86400, 2.5]
+    assert [parse_duration(v) for v in ("90", "90s", "15m", "3h", "1d", 2.5)] == [
+        90,
+        90,
+        900,
+        10800,
+        86400,
+        2.5,
+    ]
 
 
 def test_model_routes() -> None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 import requests
 
-from videosynth.errors import InvalidFileSize
+from services import SeaweedS3
+from videosynth.errors import InvalidImageSize
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.storage.local import LocalStorage
 from videosynth.wiring import build_storage
-
-from services import SeaweedS3
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -40,7 +40,7 @@ def test_put_exists_delete(storage: Storage, tmp_path: Path) -> None:
     assert storage.list_keys("results/") == ["results/a.mp4"]
     assert storage.read_bytes("results/a.mp4", 10_000) == src.read_bytes()
     assert storage.read_bytes("results/missing.mp4", 10_000) is None
-    with pytest.raises(InvalidFileSize):
+    with pytest.raises(InvalidImageSize):
         storage.read_bytes("results/a.mp4", 100)
     storage.put_file("results/a.mp4", src, "video/mp4")  # replacing is allowed
     storage.delete("results/a.mp4")
@@ -50,14 +50,17 @@ def test_put_exists_delete(storage: Storage, tmp_path: Path) -> None:
 
 
 def test_url_expiry_is_encoded(storage: Storage) -> None:
-    soon, later = storage.url_for("results/a.mp4", int(time.time()) + 60), storage.url_for(
-        "results/a.mp4", int(time.time()) + 3600
+    soon, later = (
+        storage.url_for("results/a.mp4", int(time.time()) + 60),
+        storage.url_for("results/a.mp4", int(time.time()) + 3600),
     )
     assert soon.startswith("http") and soon != later
 
 
 def test_s3_presigned_links(s3_server: SeaweedS3, tmp_path: Path) -> None:
-    settings = Settings.from_environ({**s3_server.environ(), "VIDEOSYNTH_STORAGE_URL": f"s3://{s3_server.bucket}/links"})
+    settings = Settings.from_environ(
+        {**s3_server.environ(), "VIDEOSYNTH_STORAGE_URL": f"s3://{s3_server.bucket}/links"}
+    )
     storage = build_storage(settings, store=None)  # type: ignore[arg-type]
     data = bytes(range(256)) * 40
     src = tmp_path / "v.mp4"
@@ -96,13 +99,13 @@ def test_s3_multipart_upload(s3_server: SeaweedS3, tmp_path: Path) -> None:
 
 
 def test_expired_uploads_are_swept(storage: Storage, tmp_path: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from videosynth.maintenance import sweep_uploads
 
     src = tmp_path / "ref.png"
     src.write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
-    now = datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 11, 25, 9, 30, tzinfo=UTC).timestamp()
 
     def upload(day: str) -> str:
         key = f"uploads/videosynth-instant/acct-1/{day}/{uuid.uuid4().hex}/ref.png"
@@ -115,7 +118,9 @@ def test_expired_uploads_are_swept(storage: Storage, tmp_path: Path) -> None:
     storage.put_file("results/t-1.mp4", src, "video/mp4")
     assert sweep_uploads(storage, now) == 1
     assert not storage.exists(old)
-    assert all(storage.exists(k) for k in (recent, today, "uploads/unrecognised-shape.png", "results/t-1.mp4"))
+    assert all(
+        storage.exists(k) for k in (recent, today, "uploads/unrecognised-shape.png", "results/t-1.mp4")
+    )
     if isinstance(storage, LocalStorage):  # and no empty directories are left behind
         assert not (storage.root / "uploads/videosynth-instant/acct-1/2026-11-22").exists()
         assert (storage.root / "uploads/videosynth-instant/acct-1").is_dir()

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from videosynth.errors import ErrorKind
 from videosynth.tasks.models import CancelOutcome, GenerationParams, Lease, NewTask, TaskFilter, TaskStatus
 from videosynth.tasks.sqlite import SqliteTaskStore
 from videosynth.tasks.store import TaskStore
 
-PARAMS = GenerationParams(resolution="720P", ratio="16:9", duration=5, seed=1, watermark=True, width=1280, height=720)
+PARAMS = GenerationParams(
+    resolution="720P", ratio="16:9", duration=5, seed=1, watermark=True, width=1280, height=720
+)
 LEASE = 30_000
 
 
@@ -27,11 +30,11 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
         url = request.getfixturevalue("pg_url")
 
     def make() -> TaskStore:
-        s: TaskStore
-        if request.param == "postgres":
-            s = PostgresTaskStore(url)
-        else:
-            s = SqliteTaskStore(tmp_path / "contract.db")
+        s: TaskStore = (
+            PostgresTaskStore(url)
+            if request.param == "postgres"
+            else SqliteTaskStore(tmp_path / "contract.db")
+        )
         made.append(s)
         return s
 
@@ -47,7 +50,11 @@ def store(store_factory: Callable[[], TaskStore]) -> TaskStore:
 
 
 def new_task(
-    t: int, account: str = "acct-1", model: str = "happyhorse-1.1-r2v", media: int = 2, engine: str = "animatic"
+    t: int,
+    account: str = "acct-1",
+    model: str = "happyhorse-1.1-r2v",
+    media: int = 2,
+    engine: str = "animatic",
 ) -> NewTask:
     return NewTask(
         task_id=str(uuid.uuid4()),
@@ -108,7 +115,7 @@ def test_concurrent_claims_never_double(store_factory: Callable[[], TaskStore]) 
         mine = claimed.setdefault(name, [])
         while (task := s.claim(name, 10, LEASE)) is not None:
             mine.append(task.task_id)
-            assert s.succeed(task.task_id, name, 20, f"results/{task.task_id}.mp4", {"duration": 5})
+            assert s.succeed(task.task_id, name, 20, f"results/{task.task_id}.mp4", 5000)
 
     threads = [threading.Thread(target=run, args=(f"w{i}",)) for i in range(4)]
     for th in threads:
@@ -123,25 +130,25 @@ def test_concurrent_claims_never_double(store_factory: Callable[[], TaskStore]) 
 def test_transitions_are_enforced(store: TaskStore) -> None:
     t = new_task(1)
     store.create(t)
-    assert not store.succeed(t.task_id, "w1", 5, "k", {})  # PENDING -> SUCCEEDED refused
-    assert not store.fail(t.task_id, "w1", 5, "X", "y")
+    assert not store.succeed(t.task_id, "w1", 5, "k", 0)  # PENDING -> SUCCEEDED refused
+    assert not store.fail(t.task_id, "w1", 5, ErrorKind.INTERNAL, "y")
     assert store.claim("w1", 5, LEASE) is not None
     assert not store.cancel_pending(t.task_id, "acct-1", 6)  # RUNNING cannot be canceled here
-    assert not store.succeed(t.task_id, "w2", 7, "k", {})  # only the holder finishes
-    assert store.succeed(t.task_id, "w1", 8, "results/x.mp4", {"duration": 5})
-    assert not store.succeed(t.task_id, "w1", 9, "k2", {})  # never recorded twice
-    assert not store.fail(t.task_id, "w1", 9, "X", "y")
+    assert not store.succeed(t.task_id, "w2", 7, "k", 0)  # only the holder finishes
+    assert store.succeed(t.task_id, "w1", 8, "results/x.mp4", 5000)
+    assert not store.succeed(t.task_id, "w1", 9, "k2", 0)  # never recorded twice
+    assert not store.fail(t.task_id, "w1", 9, ErrorKind.INTERNAL, "y")
     got = store.get(t.task_id)
     assert got is not None and got.status is TaskStatus.SUCCEEDED
-    assert got.result_key == "results/x.mp4" and got.usage == {"duration": 5} and got.end_time_ms == 8
+    assert got.result_key == "results/x.mp4" and got.video_duration_ms == 5000 and got.end_time_ms == 8
 
     f = new_task(2)
     store.create(f)
     assert store.claim("w1", 5, LEASE) is not None
-    assert store.fail(f.task_id, "w1", 6, "InvalidFile.Format", "bad image")
+    assert store.fail(f.task_id, "w1", 6, ErrorKind.IMAGE_FORMAT, "bad image")
     got = store.get(f.task_id)
     assert got is not None and got.status is TaskStatus.FAILED
-    assert (got.error_code, got.error_message) == ("InvalidFile.Format", "bad image")
+    assert (got.error_kind, got.error_detail) == (ErrorKind.IMAGE_FORMAT, "bad image")
 
 
 def test_cancel_pending_only_for_owner(store: TaskStore) -> None:
@@ -164,12 +171,12 @@ def test_heartbeat_and_requeue_expired(store: TaskStore) -> None:
     assert store.requeue_expired(1100, max_attempts=2) == (0, 0)
     assert store.requeue_expired(1200, max_attempts=2) == (1, 0)
     assert store.heartbeat(t.task_id, "w1", 1200, 100) is Lease.LOST  # the old holder lost it
-    assert not store.succeed(t.task_id, "w1", 1200, "k", {})
+    assert not store.succeed(t.task_id, "w1", 1200, "k", 0)
     again = store.claim("w2", 1300, 100)
     assert again is not None and again.attempts == 2
     assert store.requeue_expired(1500, max_attempts=2) == (0, 1)
     got = store.get(t.task_id)
-    assert got is not None and got.status is TaskStatus.FAILED and got.error_code == "InternalError"
+    assert got is not None and got.status is TaskStatus.FAILED and got.error_kind is ErrorKind.WORKER_LOST
 
 
 def test_list_filters_and_paging(store: TaskStore) -> None:
@@ -259,7 +266,7 @@ def test_fair_share_limits_running_per_account(store_factory: Callable[[], TaskS
     accounts = [t.account_id for t in claimed]
     assert accounts.count("greedy") == 5 and accounts.count("other") == 1
     # The greedy account's extra tasks wait PENDING in submit order and go as its running ones finish.
-    assert store.succeed(claimed[0].task_id, "w", 300, "k", {})
+    assert store.succeed(claimed[0].task_id, "w", 300, "k", 0)
     nxt = store.claim("w", 301, LEASE, max_running_per_account=5)
     assert nxt is not None and nxt.task_id == greedy[5].task_id
 
@@ -290,14 +297,14 @@ def test_maintain_times_out_and_purges(store: TaskStore) -> None:
     for t in (old_done, stale_running, stale_pending, fresh):
         store.create(t)
     assert store.claim("w", 10, LEASE) is not None  # old_done, the oldest
-    assert store.succeed(old_done.task_id, "w", 20, "results/old.mp4", {})
+    assert store.succeed(old_done.task_id, "w", 20, "results/old.mp4", 0)
     running = store.claim("w", 10, 100 * hour)  # a lease that outlives the timeout
     assert running is not None and running.task_id == stale_running.task_id
     report = store.maintain(4 * hour, max_attempts=3, timeout_ms=3 * hour, retention_ms=24 * hour)
     assert report is not None and report.timed_out == 2 and report.purged_result_keys == ()
     for t in (stale_pending, stale_running):
         got = store.get(t.task_id)
-        assert got is not None and got.status is TaskStatus.FAILED and got.error_code == "InternalError.Timeout"
+        assert got is not None and got.status is TaskStatus.FAILED and got.error_kind is ErrorKind.TIMEOUT
     report = store.maintain(25 * hour, max_attempts=3, timeout_ms=3 * hour, retention_ms=24 * hour)
     assert report is not None and report.purged_result_keys == ("results/old.mp4",)
     assert store.get(old_done.task_id) is None and store.get(stale_pending.task_id) is None

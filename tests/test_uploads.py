@@ -33,12 +33,22 @@ def _post(data: dict, form: dict[str, str], payload: bytes = b"\x89PNG....") -> 
         "x-oss-content-type": "image/png",
         **form,
     }
-    return requests.post(data["upload_host"], data=fields, files={"file": ("a.png", io.BytesIO(payload))}, timeout=30)
+    return requests.post(
+        data["upload_host"], data=fields, files={"file": ("a.png", io.BytesIO(payload))}, timeout=30
+    )
 
 
 def test_policy_has_every_key_the_sdk_needs(live_server: LiveServer) -> None:
     data = _policy(live_server)
-    needed = {"oss_access_key_id", "signature", "policy", "upload_dir", "x_oss_object_acl", "x_oss_forbid_overwrite", "upload_host"}
+    needed = {
+        "oss_access_key_id",
+        "signature",
+        "policy",
+        "upload_dir",
+        "x_oss_object_acl",
+        "x_oss_forbid_overwrite",
+        "upload_host",
+    }
     assert needed <= set(data)
     assert data["upload_host"].startswith(live_server.base_url)
     assert requests.get(f"{live_server.api}/uploads", params={"action": "getPolicy"}).status_code == 401
@@ -51,9 +61,11 @@ def test_upload_refusals(live_server: LiveServer) -> None:
     assert _post(data, {"key": data["upload_dir"] + "/../x.png"}).status_code == 400
     assert _post(data, {}).status_code == 200
     assert _post(data, {}).status_code == 400  # never overwritten
-    expired = uploads.issue("other-secret", "acct", time.time() - 1000, live_server.base_url)
-    assert _post({**data, "policy": expired["policy"], "signature": expired["signature"]}, {}).status_code == 403
-    assert requests.post(data["upload_host"], data=b"garbage", headers={"Content-Type": "multipart/form-data; boundary=x"}).status_code in (400, 403)
+    expired = uploads.issue("other-secret", "acct", time.time() - 1000)
+    assert _post({**data, "policy": expired.policy, "signature": expired.signature}, {}).status_code == 403
+    assert requests.post(
+        data["upload_host"], data=b"garbage", headers={"Content-Type": "multipart/form-data; boundary=x"}
+    ).status_code in (400, 403)
 
 
 def test_oss_key_of_another_account_fails_the_task(live_server: LiveServer, worker, tmp_path) -> None:
@@ -75,7 +87,9 @@ def test_oss_key_of_another_account_fails_the_task(live_server: LiveServer, work
     assert live_server.wait(mine)["output"]["task_status"] == "SUCCEEDED"
     other = make_key(live_server.store, "other")
     headers_other = {**live_server.headers(other), "X-DashScope-OssResourceResolve": "enable"}
-    theirs = rq.post(live_server.base_url + SUBMIT_PATH, json=body, headers=headers_other).json()["output"]["task_id"]
+    theirs = rq.post(live_server.base_url + SUBMIT_PATH, json=body, headers=headers_other).json()["output"][
+        "task_id"
+    ]
     deadline = time.monotonic() + 60
     while True:
         out = live_server.query(theirs, key=other)["output"]

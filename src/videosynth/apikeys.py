@@ -1,4 +1,6 @@
-"""API keys: ``sk-`` plus 48 hex characters; the store keeps only their SHA-256 (keys are random, so a fast hash is enough)."""
+"""API keys: ``sk-`` plus 48 hex characters.
+
+The store keeps only their SHA-256: keys are random, so a fast hash is enough."""
 
 from __future__ import annotations
 

@@ -83,7 +83,9 @@ class Catalog:
         return cls(
             {
                 name: ModelSpec(
-                    name=name, engine=eng, description=ENGINE_DESCRIPTIONS.get(eng, f"served by the {eng} engine")
+                    name=name,
+                    engine=eng,
+                    description=ENGINE_DESCRIPTIONS.get(eng, f"served by the {eng} engine"),
                 )
                 for name, eng in mapping.items()
             }

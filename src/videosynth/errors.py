@@ -1,154 +1,228 @@
-"""The one exception hierarchy of videosynth.
+"""The one exception hierarchy of videosynth, in the domain's own terms.
 
-Every error that can reach a client carries its DashScope wire ``code``; the HTTP status for
-synchronous errors is chosen in one table, ``videosynth.api.errors.HTTP_STATUS``. Errors raised
-while a task runs are recorded on the task (``output.code`` / ``output.message``), never as HTTP errors.
+Every error carries an :class:`ErrorKind`: what went wrong, independent of any wire. A failed task stores
+its kind and a detail; each API dialect (``videosynth.api.dashscope``, ...) turns a kind into its own
+status, code and message in one table. Errors raised while a task runs are recorded on the task, never
+turned into HTTP errors.
 
     VideosynthError
-    ├── RequestError                 synchronous 4xx, no task is created
-    │   ├── InvalidParameter         bad body, field or value
-    │   ├── InvalidApiKey            missing / unknown / revoked key
-    │   ├── AsyncRequired            submit without X-DashScope-Async: enable
-    │   ├── ModelNotFound            unknown ``model``
-    │   ├── InvalidUrl               unsupported media URL scheme (checked at submit)
-    │   └── UnsupportedOperation     cancel of a task that is not PENDING
+    ├── RequestError                 refused at once, no task is created
+    │   ├── InvalidRequest           bad body, field or value
+    │   ├── MissingApiKey            no bearer token
+    │   ├── UnknownApiKey            unknown or revoked token
+    │   ├── ModelNotFound            unknown model name
+    │   ├── UnsupportedMediaUrl      a media URL scheme we do not fetch
+    │   ├── NotCancelable            cancel of a finished, unknown or foreign task
+    │   └── PayloadTooLarge          a body or reference over its size cap
     ├── MediaError                   a reference image is unusable (task FAILED)
-    │   ├── MediaDownloadFailed      InvalidURL / InvalidURL.ConnectionRefused / InvalidURL.Timeout
-    │   ├── ForbiddenAddress         URL resolves to a private / loopback / reserved address
-    │   ├── InvalidFileFormat        not JPEG / PNG / WEBP
-    │   ├── InvalidFileSize          over the byte cap
-    │   └── InvalidFileResolution    short side too small, or too many pixels
-    ├── EngineError                  the engine failed (task FAILED, InternalError.Algo)
+    │   ├── MediaDownloadFailed      the download failed
+    │   │   ├── MediaConnectionRefused
+    │   │   ├── MediaTimeout
+    │   │   ├── ForbiddenAddress     the URL resolves to a private / loopback / reserved address
+    │   │   └── MediaNotFound        an uploaded file that does not exist (or is another account's)
+    │   ├── InvalidImageFormat       not JPEG / PNG / WEBP, or undecodable
+    │   ├── InvalidImageSize         over the byte cap
+    │   └── InvalidImageResolution   short side too small, or too many pixels
+    ├── EngineError                  the engine failed (task FAILED)
     │   └── EngineCrashed            the engine process died
-    ├── TaskTimeout                  not finished in time (InternalError.Timeout)
+    ├── TaskTimeout                  not finished in time
     ├── Canceled                     cooperative stop of a running generation
-    └── StoreError                   the task store is unavailable (503)
+    ├── StoreError                   the task store is unavailable
+    └── StorageUnavailable           the object storage is unavailable (a result could not be stored)
 """
 
 from __future__ import annotations
 
+import enum
+
+
+class ErrorKind(enum.StrEnum):
+    """What went wrong. The values are stored on failed tasks: never rename one, only add."""
+
+    INTERNAL = "internal"
+    INVALID_REQUEST = "invalid_request"
+    MISSING_API_KEY = "missing_api_key"
+    UNKNOWN_API_KEY = "unknown_api_key"
+    MODEL_NOT_FOUND = "model_not_found"
+    UNSUPPORTED_MEDIA_URL = "unsupported_media_url"
+    NOT_CANCELABLE = "not_cancelable"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    MEDIA_UNUSABLE = "media_unusable"
+    MEDIA_DOWNLOAD_FAILED = "media_download_failed"
+    MEDIA_CONNECTION_REFUSED = "media_connection_refused"
+    MEDIA_TIMEOUT = "media_timeout"
+    MEDIA_FORBIDDEN_ADDRESS = "media_forbidden_address"
+    MEDIA_NOT_FOUND = "media_not_found"
+    IMAGE_FORMAT = "image_format"
+    IMAGE_SIZE = "image_size"
+    IMAGE_RESOLUTION = "image_resolution"
+    ENGINE_FAILED = "engine_failed"
+    ENGINE_CRASHED = "engine_crashed"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    CANCELED = "canceled"
+    STORE_UNAVAILABLE = "store_unavailable"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+
 
 class VideosynthError(Exception):
-    """An internal error has occured, please try again later or contact service support."""
+    """Something went wrong inside videosynth."""
 
-    code = "InternalError"
+    kind = ErrorKind.INTERNAL
 
-    def __init__(self, message: str | None = None) -> None:
-        self.message = message or (self.__doc__ or "").strip()
-        super().__init__(self.message)
+    def __init__(self, detail: str | None = None) -> None:
+        #: What a person should know about this occurrence (which image, which limit), or None when the
+        #: kind says it all. Safe to show to the client: never a server path, errno text or storage key.
+        self.detail = detail
+        super().__init__(detail or (self.__doc__ or "").strip())
 
 
 class RequestError(VideosynthError):
-    """Required parameter missing or invalid, please check the request parameters."""
+    """The request was refused before any task was created."""
 
-    code = "InvalidParameter"
-
-
-class InvalidParameter(RequestError):
-    """Required parameter missing or invalid, please check the request parameters."""
+    kind = ErrorKind.INVALID_REQUEST
 
 
-class InvalidApiKey(RequestError):
-    """Invalid API-key provided."""
-
-    code = "InvalidApiKey"
+class InvalidRequest(RequestError):
+    """A body, field or value of the request is missing or invalid."""
 
 
-class AsyncRequired(RequestError):
-    """current user api does not support synchronous calls."""
+class MissingApiKey(RequestError):
+    """The request carries no API key."""
 
-    code = "AccessDenied"
+    kind = ErrorKind.MISSING_API_KEY
+
+
+class UnknownApiKey(RequestError):
+    """The API key is unknown or revoked."""
+
+    kind = ErrorKind.UNKNOWN_API_KEY
 
 
 class ModelNotFound(RequestError):
-    """Model not exist."""
+    """No model of that name is served here."""
 
-    code = "InvalidParameter"
-
-
-class InvalidUrl(RequestError):
-    """InternalError.Algo.InvalidParameter: The provided URL does not appear to be valid. Ensure it is correctly formatted."""
-
-    code = "InvalidParameter"
+    kind = ErrorKind.MODEL_NOT_FOUND
 
 
-class UnsupportedOperation(RequestError):
-    """Failed to cancel the task, please confirm if the task is in PENDING status."""
+class UnsupportedMediaUrl(RequestError):
+    """A media URL uses a scheme that is not fetched (or an upload reference that was not enabled)."""
 
-    code = "UnsupportedOperation"
+    kind = ErrorKind.UNSUPPORTED_MEDIA_URL
+
+
+class NotCancelable(RequestError):
+    """The task cannot be canceled: it is finished, unknown or another account's."""
+
+    kind = ErrorKind.NOT_CANCELABLE
+
+
+class PayloadTooLarge(RequestError):
+    """The request body or one of its references is over its size cap."""
+
+    kind = ErrorKind.PAYLOAD_TOO_LARGE
 
 
 class MediaError(VideosynthError):
-    """The media format is not supported or incorrect for the data inspection."""
+    """A reference image cannot be used."""
 
-    code = "InvalidParameter"
+    kind = ErrorKind.MEDIA_UNUSABLE
 
 
 class MediaDownloadFailed(MediaError):
-    """Invalid URL provided in your request."""
+    """A reference image could not be downloaded."""
 
-    code = "InvalidURL"
+    kind = ErrorKind.MEDIA_DOWNLOAD_FAILED
 
 
 class MediaConnectionRefused(MediaDownloadFailed):
-    """Connection refused, please provide available URL."""
+    """The server of a reference image refused the connection."""
 
-    code = "InvalidURL.ConnectionRefused"
+    kind = ErrorKind.MEDIA_CONNECTION_REFUSED
 
 
 class MediaTimeout(MediaDownloadFailed):
-    """Download timeout, please check network connection."""
+    """A reference image took too long to download."""
 
-    code = "InvalidURL.Timeout"
+    kind = ErrorKind.MEDIA_TIMEOUT
 
 
 class ForbiddenAddress(MediaDownloadFailed):
-    """The media URL resolves to an address that is not publicly routable."""
+    """A media URL resolves to an address that is not publicly routable."""
 
-    code = "InvalidURL"
-
-
-class InvalidFileFormat(MediaError):
-    """Invalid file format, the image must be JPEG, PNG or WEBP."""
-
-    code = "InvalidFile.Format"
+    kind = ErrorKind.MEDIA_FORBIDDEN_ADDRESS
 
 
-class InvalidFileSize(MediaError):
-    """Invalid file size. The image file size must be less than 20MB."""
+class MediaNotFound(MediaDownloadFailed):
+    """An uploaded file named by the request does not exist or belongs to another account."""
 
-    code = "InvalidFile.Size"
+    kind = ErrorKind.MEDIA_NOT_FOUND
 
 
-class InvalidFileResolution(MediaError):
-    """The image resolution is invalid."""
+class InvalidImageFormat(MediaError):
+    """A reference image is not a JPEG, PNG or WEBP that can be decoded."""
 
-    code = "InvalidFile.Resolution"
+    kind = ErrorKind.IMAGE_FORMAT
+
+
+class InvalidImageSize(MediaError):
+    """A reference image file is larger than allowed."""
+
+    kind = ErrorKind.IMAGE_SIZE
+
+
+class InvalidImageResolution(MediaError):
+    """A reference image is too small or has too many pixels."""
+
+    kind = ErrorKind.IMAGE_RESOLUTION
 
 
 class EngineError(VideosynthError):
-    """An internal error has occured during algorithm execution."""
+    """The engine failed to generate the video."""
 
-    code = "InternalError.Algo"
+    kind = ErrorKind.ENGINE_FAILED
 
 
 class EngineCrashed(EngineError):
     """The engine process exited unexpectedly; out of memory?"""
 
+    kind = ErrorKind.ENGINE_CRASHED
+
 
 class TaskTimeout(VideosynthError):
-    """An internal timeout error has occured during execution, please try again later or contact service support."""
+    """The task did not finish in time."""
 
-    code = "InternalError.Timeout"
+    kind = ErrorKind.TIMEOUT
 
 
 class Canceled(VideosynthError):
     """The task was canceled."""
 
-    code = "Canceled"
+    kind = ErrorKind.CANCELED
 
 
 class StoreError(VideosynthError):
-    """The task store is temporarily unavailable, please try again later."""
+    """The task store is temporarily unavailable."""
 
-    code = "ServiceUnavailable"
+    kind = ErrorKind.STORE_UNAVAILABLE
+
+
+class StorageUnavailable(VideosynthError):
+    """The object storage is temporarily unavailable."""
+
+    kind = ErrorKind.STORAGE_UNAVAILABLE
+
+
+_BY_KIND: dict[ErrorKind, type[VideosynthError]] = {}
+for _cls in (
+    VideosynthError, InvalidRequest, MissingApiKey, UnknownApiKey, ModelNotFound, UnsupportedMediaUrl,
+    NotCancelable, PayloadTooLarge, MediaError, MediaDownloadFailed, MediaConnectionRefused, MediaTimeout,
+    ForbiddenAddress, MediaNotFound, InvalidImageFormat, InvalidImageSize, InvalidImageResolution,
+    EngineError, EngineCrashed, TaskTimeout, Canceled, StoreError, StorageUnavailable,
+):  # fmt: skip
+    _BY_KIND.setdefault(_cls.kind, _cls)
+
+
+def error_for(kind: ErrorKind, detail: str | None = None) -> VideosynthError:
+    """Rebuild the error of ``kind`` (e.g. one reported by the engine process over its pipe)."""
+    return _BY_KIND.get(kind, VideosynthError)(detail)

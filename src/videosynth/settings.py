@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import Any, ClassVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_VAR_DIR = Path("var")
@@ -50,20 +50,40 @@ class Settings:
     ENV: ClassVar[tuple[tuple[str, str, str], ...]] = (
         ("database_url", "VIDEOSYNTH_DATABASE_URL", "task store URL (sqlite:///path)"),
         ("storage_url", "VIDEOSYNTH_STORAGE_URL", "result storage URL (file:///dir)"),
-        ("public_url", "VIDEOSYNTH_PUBLIC_URL", "base of returned video_url links"),
+        ("public_url", "VIDEOSYNTH_PUBLIC_URL", "public base URL of this server (result and upload links)"),
         ("api_keys", "VIDEOSYNTH_API_KEYS", "comma-separated bootstrap API keys, each its own account"),
-        ("media_allow_private", "VIDEOSYNTH_MEDIA_ALLOW_PRIVATE", "allow media URLs on private addresses (1/0)"),
+        (
+            "media_allow_private",
+            "VIDEOSYNTH_MEDIA_ALLOW_PRIVATE",
+            "allow media URLs on private addresses (1/0)",
+        ),
         ("workers", "VIDEOSYNTH_WORKERS", "worker processes embedded in serve (0 = API only)"),
         ("timezone", "VIDEOSYNTH_TIMEZONE", "time zone of the wire time strings"),
         ("default_engine", "VIDEOSYNTH_ENGINE", "engine behind the happyhorse-* models"),
         ("work_dir", "VIDEOSYNTH_WORK_DIR", "scratch directory of the workers"),
-        ("model_routes", "VIDEOSYNTH_MODELS", "extra model=engine routes, comma-separated (e.g. happyhorse-1.1-r2v=wan-vace)"),
+        (
+            "model_routes",
+            "VIDEOSYNTH_MODELS",
+            "extra model=engine routes, comma-separated (e.g. happyhorse-1.1-r2v=wan-vace)",
+        ),
         ("lease_seconds", "VIDEOSYNTH_LEASE_SECONDS", "lease of a RUNNING task, renewed by heartbeats"),
         ("max_attempts", "VIDEOSYNTH_MAX_ATTEMPTS", "runs of a task whose worker was lost before it FAILS"),
-        ("task_timeout_seconds", "VIDEOSYNTH_TASK_TIMEOUT", "seconds (or 90m, 3h) until an unfinished task FAILS"),
+        (
+            "task_timeout_seconds",
+            "VIDEOSYNTH_TASK_TIMEOUT",
+            "seconds (or 90m, 3h) until an unfinished task FAILS",
+        ),
         ("retention_seconds", "VIDEOSYNTH_RETENTION", "seconds (or 24h) a task and its video are kept"),
-        ("max_running_per_account", "VIDEOSYNTH_MAX_RUNNING_PER_ACCOUNT", "running tasks per account (fair share)"),
-        ("drain_seconds", "VIDEOSYNTH_DRAIN_SECONDS", "on SIGTERM, seconds to finish the current task before handing it back"),
+        (
+            "max_running_per_account",
+            "VIDEOSYNTH_MAX_RUNNING_PER_ACCOUNT",
+            "running tasks per account (fair share)",
+        ),
+        (
+            "drain_seconds",
+            "VIDEOSYNTH_DRAIN_SECONDS",
+            "on SIGTERM, seconds to finish the current task before handing it back",
+        ),
         ("poll_interval", "VIDEOSYNTH_POLL_INTERVAL", "seconds between queue polls of an idle worker"),
     )
     # Standard AWS variables for S3-compatible storage.
@@ -93,7 +113,7 @@ class Settings:
             if var in environ and environ[var] != "":
                 values[name] = environ[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**_coerce(values))
+        return cls(**cast(dict[str, Any], _coerce(values)))
 
 
 def parse_duration(value: object) -> float:
@@ -102,7 +122,7 @@ def parse_duration(value: object) -> float:
         seconds = float(value)
     else:
         text = str(value).strip().lower()
-        factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:], None)
+        factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(text[-1:])
         try:
             seconds = float(text[:-1]) * factor if factor else float(text)
         except ValueError:
@@ -133,7 +153,13 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
         out["workers"] = int(str(out["workers"]))
         if int(str(out["workers"])) < 0:
             raise ValueError("VIDEOSYNTH_WORKERS must be >= 0")
-    for name in ("lease_seconds", "task_timeout_seconds", "retention_seconds", "drain_seconds", "poll_interval"):
+    for name in (
+        "lease_seconds",
+        "task_timeout_seconds",
+        "retention_seconds",
+        "drain_seconds",
+        "poll_interval",
+    ):
         if name in out:
             out[name] = parse_duration(out[name])
     for name in ("max_attempts", "max_running_per_account"):

@@ -1,15 +1,26 @@
-"""Output geometry: the resolution tier x aspect ratio table of the wire note (section 9.1)."""
+"""Output geometry: the resolution tier x aspect ratio table of the wire note (sections 9.1 and 13)."""
 
 from __future__ import annotations
 
-RESOLUTIONS = ("720P", "1080P")
+RESOLUTIONS = ("480P", "720P", "1080P")
 RATIOS = ("16:9", "9:16", "3:4", "4:3", "4:5", "5:4", "1:1", "9:21", "21:9")
 FPS = 24
 MIN_DURATION, MAX_DURATION = 3, 15
 
-# The first five columns are the official Wan 2.7 sizes; the last four are equal-area sizes rounded
-# to multiples of 16, because HappyHorse publishes no pixel table for them.
+# 720P and 1080P: the first five ratios are the official Wan 2.7 sizes. 480P: 16:9, 9:16 and 1:1 are the Wan
+# 480P sizes. Every other size is equal-area to the tier's 16:9 size: height = sqrt(area / ratio) and
+# width = height * ratio, each rounded to a multiple of 16 (see test_sizes), because HappyHorse publishes
+# no pixel table.
 FRAME_SIZES: dict[tuple[str, str], tuple[int, int]] = {
+    ("480P", "16:9"): (832, 480),
+    ("480P", "9:16"): (480, 832),
+    ("480P", "1:1"): (624, 624),
+    ("480P", "4:3"): (720, 544),
+    ("480P", "3:4"): (544, 720),
+    ("480P", "4:5"): (560, 704),
+    ("480P", "5:4"): (704, 560),
+    ("480P", "9:21"): (416, 960),
+    ("480P", "21:9"): (960, 416),
     ("720P", "16:9"): (1280, 720),
     ("720P", "9:16"): (720, 1280),
     ("720P", "1:1"): (960, 960),
@@ -41,5 +52,5 @@ def frame_count(duration_s: int, fps: int = FPS) -> int:
 
 
 def tier(resolution: str) -> int:
-    """The ``usage.SR`` value: 720 or 1080."""
+    """The tier's nominal height: 480, 720 or 1080."""
     return int(resolution.rstrip("P"))

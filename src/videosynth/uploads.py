@@ -1,11 +1,10 @@
-"""Temporary uploads for local files, as the dashscope SDK does them (``oss://`` URLs).
+"""Temporary uploads of local files, referenced by tasks as ``oss://<key>`` media URLs.
 
-The SDK asks ``GET /api/v1/uploads?action=getPolicy`` for an upload policy, POSTs the file as a multipart
-form to the policy's ``upload_host`` (without a Bearer key: the signed policy is the credential), and
-submits ``oss://<key>`` with ``X-DashScope-OssResourceResolve: enable``. We sign the policy ourselves
-(HMAC), point ``upload_host`` at this server, and keep the file in storage under ``uploads/<key>``. Each
-policy names a directory that starts with the account id, so an ``oss://`` key can only be used by the
-account that uploaded it.
+A client asks for an upload policy, sends the file with it (the signed policy is the credential, not an API
+key), and names ``oss://<key>`` in its request. We sign the policy ourselves (HMAC) and keep the file in
+storage under ``uploads/<key>``. Each policy names a directory that starts with the account id, so an
+``oss://`` key can only be used by the account that uploaded it. How a dialect spells the policy and the
+upload form is its own business (``videosynth.api.dashscope.uploads``).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 UPLOAD_ROOT = "videosynth-instant"
 STORAGE_PREFIX = "uploads/"
@@ -41,7 +40,7 @@ def new_upload_dir(account_id: str) -> str:
 
 def expired_upload_keys(storage_keys: list[str], now_s: float) -> list[str]:
     """The storage keys (``uploads/...``) of uploads old enough to delete; keys of another shape are kept."""
-    today = datetime.fromtimestamp(now_s, tz=timezone.utc).date()
+    today = datetime.fromtimestamp(now_s, tz=UTC).date()
     expired = []
     for key in storage_keys:
         parts = key.removeprefix(STORAGE_PREFIX).split("/")
@@ -60,23 +59,29 @@ def _sign(secret: str, policy: str) -> str:
     return base64.b64encode(hmac.new(secret.encode(), policy.encode(), hashlib.sha256).digest()).decode()
 
 
-def issue(secret: str, account_id: str, now_s: float, public_url: str) -> dict[str, str]:
-    """The ``data`` of a getPolicy answer: the seven keys the SDK requires, plus the informational ones."""
+@dataclass(frozen=True)
+class IssuedPolicy:
+    """A signed permission to upload one file into ``upload_dir`` before it expires."""
+
+    policy: str
+    signature: str
+    upload_dir: str
+    ttl_s: int
+    max_bytes: int
+
+
+def issue(secret: str, account_id: str, now_s: float) -> IssuedPolicy:
+    """A new upload policy for ``account_id``, signed with ``secret``."""
     upload_dir = new_upload_dir(account_id)
     doc = {"dir": upload_dir, "exp": int(now_s) + POLICY_TTL_S, "max": MAX_FILE_MB * 1024 * 1024}
     policy = base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode()
-    return {
-        "policy": policy,
-        "signature": _sign(secret, policy),
-        "upload_dir": upload_dir,
-        "upload_host": f"{public_url}/api/v1/uploads/oss",
-        "expire_in_seconds": str(POLICY_TTL_S),
-        "max_file_size_mb": str(MAX_FILE_MB),
-        "capacity_limit_mb": "999999999",
-        "oss_access_key_id": "videosynth",
-        "x_oss_object_acl": "private",
-        "x_oss_forbid_overwrite": "true",
-    }
+    return IssuedPolicy(
+        policy=policy,
+        signature=_sign(secret, policy),
+        upload_dir=upload_dir,
+        ttl_s=POLICY_TTL_S,
+        max_bytes=MAX_FILE_MB * 1024 * 1024,
+    )
 
 
 def verify(secret: str, policy: str, signature: str, now_s: float) -> Policy | None:

@@ -33,7 +33,9 @@ def build_store(settings: Settings) -> TaskStore:
         from videosynth.tasks.postgres import PostgresTaskStore
 
         return PostgresTaskStore(url)
-    raise ValueError(f"unsupported database URL {url!r} (supported: sqlite:///path, postgresql://user@host:port/db)")
+    raise ValueError(
+        f"unsupported database URL {url!r} (supported: sqlite:///path, postgresql://user@host:port/db)"
+    )
 
 
 def build_storage(settings: Settings, store: TaskStore) -> Storage:

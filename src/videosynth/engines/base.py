@@ -22,7 +22,7 @@ class ReferenceImage:
 
     The worker has checked its format (magic bytes and header), size and pixel count, but has not decoded
     its pixels: an engine that cannot decode it raises :func:`videosynth.media.validate.decode_failure`
-    (``InvalidFile.Format``), so the task fails with the same code as any other bad image.
+    (``InvalidImageFormat``), so the task fails with the same error as any other bad image.
     """
 
     index: int
@@ -36,7 +36,7 @@ class ReferenceImage:
 class GenerationRequest:
     prompt: str
     references: tuple[ReferenceImage, ...]
-    resolution: str  # "720P" | "1080P"
+    resolution: str  # "480P" | "720P" | "1080P"
     ratio: str  # one of videosynth.sizes.RATIOS
     width: int
     height: int

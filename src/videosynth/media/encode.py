@@ -170,7 +170,9 @@ class VideoWriter:
                 )
                 raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 RGB frame, got {got}")
             exact_kernels()
-            yuv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
+            yuv: np.ndarray[Any, np.dtype[np.uint8]] = np.asarray(
+                cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420), dtype=np.uint8
+            )
             self._last_frame = VideoFrame.from_ndarray(yuv, format="yuv420p")
             self._last_array = frame
         video_frame = self._last_frame

@@ -32,8 +32,8 @@ import httpx
 
 from videosynth.errors import (
     ForbiddenAddress,
-    InvalidFileFormat,
-    InvalidFileSize,
+    InvalidImageFormat,
+    InvalidImageSize,
     MediaConnectionRefused,
     MediaDownloadFailed,
     MediaTimeout,
@@ -164,8 +164,8 @@ def _size_limit_text(max_bytes: int) -> str:
     return f"{mb:g}MB" if mb >= 1 else f"{max_bytes} bytes"
 
 
-def _too_large(max_bytes: int, detail: str) -> InvalidFileSize:
-    return InvalidFileSize(
+def _too_large(max_bytes: int, detail: str) -> InvalidImageSize:
+    return InvalidImageSize(
         f"Invalid file size. The image file size must be less than {_size_limit_text(max_bytes)}, {detail}."
     )
 
@@ -179,24 +179,24 @@ def parse_data_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str
     """Decode a base64 ``data:`` URL carrying an image.
 
     Returns ``(mime, payload)`` where ``mime`` is normalised to ``image/jpeg``, ``image/png`` or
-    ``image/webp`` (``image/jpg`` is accepted as an alias). Raises InvalidFileFormat for a non-data URL,
-    another MIME type, a non-base64 encoding, invalid base64 or an empty payload, and InvalidFileSize when
+    ``image/webp`` (``image/jpg`` is accepted as an alias). Raises InvalidImageFormat for a non-data URL,
+    another MIME type, a non-base64 encoding, invalid base64 or an empty payload, and InvalidImageSize when
     the decoded payload would exceed ``max_bytes`` (judged from the encoded length first, so a huge URL is
     never decoded).
     """
     if url[:5].lower() != "data:":
-        raise InvalidFileFormat("Invalid data URL, it must start with 'data:'.")
+        raise InvalidImageFormat("Invalid data URL, it must start with 'data:'.")
     header, comma, payload = url[5:].partition(",")
     if not comma:
-        raise InvalidFileFormat("Invalid data URL, the ',' separating the header from the data is missing.")
+        raise InvalidImageFormat("Invalid data URL, the ',' separating the header from the data is missing.")
     parts = [p.strip() for p in header.split(";")]
     mime = parts[0].lower()
     if mime not in _DATA_URL_MIMES:
-        raise InvalidFileFormat(
+        raise InvalidImageFormat(
             f"Invalid file format, the image must be JPEG, PNG or WEBP, got data URL type {mime[:50]!r}."
         )
     if len(parts) < 2 or parts[-1].lower() != "base64":
-        raise InvalidFileFormat("Invalid data URL, the image data must be base64 encoded (';base64,').")
+        raise InvalidImageFormat("Invalid data URL, the image data must be base64 encoded (';base64,').")
 
     # Base64 turns 3 bytes into 4 characters; allow some room for line breaks before stripping them, so an
     # oversized URL is refused without building further copies of it.
@@ -209,12 +209,12 @@ def parse_data_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str
     if len(payload) > encoded_cap:
         raise _too_large(max_bytes, f"got about {len(payload) * 3 // 4} bytes of base64 data")
     if not payload:
-        raise InvalidFileFormat("Invalid data URL, the image data is empty.")
+        raise InvalidImageFormat("Invalid data URL, the image data is empty.")
     payload += "=" * (-len(payload) % 4)  # some encoders drop the padding
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidFileFormat("Invalid data URL, the image data is not valid base64.") from exc
+        raise InvalidImageFormat("Invalid data URL, the image data is not valid base64.") from exc
     if len(data) > max_bytes:
         raise _too_large(max_bytes, f"got {len(data)} bytes")
     return _DATA_URL_MIMES[mime], data
@@ -517,8 +517,8 @@ def fetch_media(url: str, policy: FetchPolicy) -> bytes:
     :func:`parse_data_url`. The bytes are not validated as an image; see ``videosynth.media.validate``.
 
     Raises ForbiddenAddress, MediaConnectionRefused, MediaTimeout or MediaDownloadFailed (the base of the
-    other three; also for other schemes, HTTP errors and too many redirects), InvalidFileSize, or
-    InvalidFileFormat (bad data: URL).
+    other three; also for other schemes, HTTP errors and too many redirects), InvalidImageSize, or
+    InvalidImageFormat (bad data: URL).
     """
     text = url.strip() if isinstance(url, str) else ""
     if not text:

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from videosynth.errors import InvalidFileFormat, InvalidFileResolution, InvalidFileSize
+from videosynth.errors import InvalidImageFormat, InvalidImageResolution, InvalidImageSize
 
 __all__ = [
     "ALLOWED_FORMATS",
     "MAX_PIXELS",
     "MIN_SHORT_SIDE",
     "ImageInfo",
-    "sniff_image_format",
     "decode_failure",
+    "sniff_image_format",
     "validate_image",
 ]
 
@@ -65,12 +65,12 @@ def _size_limit_text(max_bytes: int) -> str:
 
 def decode_failure(
     image_format: str, width: int, height: int, exc: BaseException, *, index: int | None = None
-) -> InvalidFileFormat:
+) -> InvalidImageFormat:
     """The error for an image whose header was fine but whose pixel data cannot be decoded.
 
     ``index`` names the image as the prompt does (``[Image N]``) when the caller knows it."""
     which = f" [Image {index}]" if index is not None else ""
-    return InvalidFileFormat(
+    return InvalidImageFormat(
         f"Failed to decode the image{which} ({image_format}, {width}x{height}): {str(exc)[:200]}"
     )
 
@@ -85,22 +85,22 @@ def validate_image(
 ) -> ImageInfo:
     """Validate an image's bytes and return its format and size.
 
-    Order: byte size (InvalidFileSize) -> magic bytes (InvalidFileFormat) -> header parse restricted to the
-    sniffed format (InvalidFileFormat) -> ``width*height <= max_pixels`` (InvalidFileResolution, before any
-    decoding) -> short side ``>= min_short_side`` (InvalidFileResolution) -> full decode (InvalidFileFormat
+    Order: byte size (InvalidImageSize) -> magic bytes (InvalidImageFormat) -> header parse restricted to the
+    sniffed format (InvalidImageFormat) -> ``width*height <= max_pixels`` (InvalidImageResolution, before any
+    decoding) -> short side ``>= min_short_side`` (InvalidImageResolution) -> full decode (InvalidImageFormat
     for truncated or corrupt data), skipped with ``decode=False``.
 
     The worker passes ``decode=False``: engines decode the pixels anyway, and report an image that fails
     to decode with :func:`decode_failure` (the same error as here), so the pixels are decoded once.
     """
     if len(data) > max_bytes:
-        raise InvalidFileSize(
+        raise InvalidImageSize(
             f"Invalid file size. The image file size must be less than {_size_limit_text(max_bytes)}, "
             f"got {len(data)} bytes."
         )
     sniffed = sniff_image_format(data)
     if sniffed is None:
-        raise InvalidFileFormat(f"{_FORMAT_MESSAGE}.")
+        raise InvalidImageFormat(f"{_FORMAT_MESSAGE}.")
 
     # Our own pixel check is the authority; Pillow's global MAX_IMAGE_PIXELS (which other code may change)
     # must neither let a bomb through nor turn into a warning-as-error for a size we accept. The filter
@@ -115,23 +115,23 @@ def validate_image(
             # message carries the pixel count.
             found = re.search(r"\((\d+) pixels\)", str(exc))
             got = f"{found.group(1)} pixels" if found else "an oversized canvas"
-            raise InvalidFileResolution(
+            raise InvalidImageResolution(
                 f"The image resolution is invalid, the image has too many pixels, got {got} "
                 f"(at most {max_pixels} pixels)."
             ) from exc
         except Exception as exc:  # untrusted input: any parser failure is invalid
-            raise InvalidFileFormat(f"{_FORMAT_MESSAGE}; the {sniffed} header cannot be read.") from exc
+            raise InvalidImageFormat(f"{_FORMAT_MESSAGE}; the {sniffed} header cannot be read.") from exc
         with image:
             if image.format != sniffed:  # pragma: no cover - formats=[sniffed] already guarantees this
-                raise InvalidFileFormat(f"{_FORMAT_MESSAGE}.")
+                raise InvalidImageFormat(f"{_FORMAT_MESSAGE}.")
             width, height = image.size
             if width * height > max_pixels:
-                raise InvalidFileResolution(
+                raise InvalidImageResolution(
                     f"The image resolution is invalid, the image has too many pixels, got {width}x{height} "
                     f"(at most {max_pixels} pixels)."
                 )
             if min(width, height) < min_short_side:
-                raise InvalidFileResolution(
+                raise InvalidImageResolution(
                     "The image resolution is invalid, please make sure that the smallest length of image is "
                     f"larger than {min_short_side}, got {width}x{height}."
                 )

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlencode
 
-from videosynth.errors import InvalidFileSize, VideosynthError
+from videosynth.errors import InvalidImageSize, VideosynthError
 from videosynth.storage import signing
 
 
@@ -34,7 +34,9 @@ class LocalStorage:
         os.replace(tmp, target)
 
     def url_for(self, key: str, expires_at_s: int) -> str:
-        query = urlencode({"Expires": expires_at_s, "Signature": signing.sign(self._secret, key, expires_at_s)})
+        query = urlencode(
+            {"Expires": expires_at_s, "Signature": signing.sign(self._secret, key, expires_at_s)}
+        )
         return f"{self.public_url}/files/{quote(key)}?{query}"
 
     def verify(self, key: str, expires_at_s: int, signature: str, now_s: float) -> bool:
@@ -48,7 +50,9 @@ class LocalStorage:
         if not path.is_file():
             return None
         if path.stat().st_size > max_bytes:
-            raise InvalidFileSize(f"Invalid file size. The image file size must be less than {max_bytes // (1024 * 1024)}MB.")
+            raise InvalidImageSize(
+                f"Invalid file size. The image file size must be less than {max_bytes // (1024 * 1024)}MB."
+            )
         return path.read_bytes()
 
     def delete(self, key: str) -> None:

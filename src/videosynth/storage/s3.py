@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from videosynth.errors import InvalidFileSize, StoreError, VideosynthError
+from videosynth.errors import InvalidImageSize, StorageUnavailable
 
 try:
     import boto3
@@ -21,11 +22,13 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MAX_PRESIGN_S = 7 * 24 * 3600
 
 
-class StorageUnavailable(StoreError):
-    """The object storage is unavailable, please try again later."""
+log = logging.getLogger(__name__)
 
-    # As a task failure (a result that could not be stored) this is the hosted service's upload error.
-    code = "InternalError.Upload"
+
+def _unavailable(action: str, key: str, exc: Exception) -> StorageUnavailable:
+    # The key and the server's answer help the operator, not the client: they go to the log only.
+    log.warning("S3: could not %s %s: %s", action, key, exc)
+    return StorageUnavailable()
 
 
 def _is_missing(exc: ClientError) -> bool:
@@ -53,9 +56,13 @@ class S3Storage:
             aws_secret_access_key=secret_access_key,
             region_name=region or "us-east-1",
             # Path-style works with every S3-compatible server; virtual-host style needs DNS per bucket.
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+            config=Config(
+                signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 3}
+            ),
         )
-        self._transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold)
+        self._transfer = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=multipart_threshold
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -63,10 +70,14 @@ class S3Storage:
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         try:
             self._client.upload_file(
-                str(path), self.bucket, self._key(key), ExtraArgs={"ContentType": content_type}, Config=self._transfer
+                str(path),
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"ContentType": content_type},
+                Config=self._transfer,
             )
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"could not store {key}: {exc}") from exc
+            raise _unavailable("store", key, exc) from exc
 
     def url_for(self, key: str, expires_at_s: int) -> str:
         import time
@@ -77,7 +88,7 @@ class S3Storage:
                 "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_in
             )
         except (BotoCoreError, ClientError) as exc:
-            raise VideosynthError(f"could not sign a link for {key}: {exc}") from exc
+            raise _unavailable("sign a link for", key, exc) from exc
         return url
 
     def exists(self, key: str) -> bool:
@@ -87,9 +98,9 @@ class S3Storage:
         except ClientError as exc:
             if _is_missing(exc):
                 return False
-            raise StorageUnavailable(f"could not look up {key}: {exc}") from exc
+            raise _unavailable("look up", key, exc) from exc
         except BotoCoreError as exc:
-            raise StorageUnavailable(f"could not look up {key}: {exc}") from exc
+            raise _unavailable("look up", key, exc) from exc
 
     def read_bytes(self, key: str, max_bytes: int) -> bytes | None:
         try:
@@ -97,13 +108,13 @@ class S3Storage:
         except ClientError as exc:
             if _is_missing(exc):
                 return None
-            raise StorageUnavailable(f"could not read {key}: {exc}") from exc
+            raise _unavailable("read", key, exc) from exc
         except BotoCoreError as exc:
-            raise StorageUnavailable(f"could not read {key}: {exc}") from exc
+            raise _unavailable("read", key, exc) from exc
         body = obj["Body"]
         try:
             if obj.get("ContentLength", 0) > max_bytes:
-                raise InvalidFileSize(
+                raise InvalidImageSize(
                     f"Invalid file size. The image file size must be less than {max_bytes // (1024 * 1024)}MB."
                 )
             return bytes(body.read(max_bytes + 1)[: max_bytes + 1])
@@ -114,7 +125,7 @@ class S3Storage:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailable(f"could not delete {key}: {exc}") from exc
+            raise _unavailable("delete", key, exc) from exc
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix`` (relative to our prefix); used by operators' checks and the tests."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from videosynth.errors import ErrorKind
 
 
 class TaskStatus(enum.StrEnum):
@@ -28,7 +30,9 @@ TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCEL
 # PENDING -> FAILED is the task timeout.
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELED, TaskStatus.FAILED}),
-    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.PENDING}),
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.PENDING}
+    ),
     TaskStatus.SUCCEEDED: frozenset(),
     TaskStatus.FAILED: frozenset(),
     TaskStatus.CANCELED: frozenset(),
@@ -126,14 +130,17 @@ class Task:
     submit_time_ms: int
     scheduled_time_ms: int | None = None
     end_time_ms: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
+    error_kind: ErrorKind | None = None
+    error_detail: str | None = None
     result_key: str | None = None
-    usage: dict[str, Any] | None = None
+    #: Seconds of video produced (milliseconds), recorded at SUCCEEDED.
+    video_duration_ms: int | None = None
     worker_id: str | None = None
     attempts: int = 0
     cancel_requested: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: A failure recorded by schema 1, which stored the DashScope code and message themselves:
+    #: ``(code, message)``. Such rows live until retention purges them; new failures never set this.
+    legacy_error: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,15 +163,3 @@ class ApiKey:
     prefix: str
     created_ms: int
     revoked_ms: int | None = None
-
-
-def usage_for(params: GenerationParams) -> dict[str, Any]:
-    """The ``usage`` recorded for a SUCCEEDED task (billed seconds, tier, ratio)."""
-    return {
-        "duration": params.duration,
-        "input_video_duration": 0,
-        "output_video_duration": params.duration,
-        "video_count": 1,
-        "SR": int(params.resolution.rstrip("Pp")),
-        "ratio": params.ratio,
-    }

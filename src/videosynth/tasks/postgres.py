@@ -22,9 +22,11 @@ try:
     import psycopg
     from psycopg.rows import dict_row
 except ImportError as exc:  # pragma: no cover - depends on the install
-    raise ImportError("PostgreSQL support needs the postgres extra: pip install 'videosynth[postgres]'") from exc
+    raise ImportError(
+        "PostgreSQL support needs the postgres extra: pip install 'videosynth[postgres]'"
+    ) from exc
 
-MIGRATIONS = ("postgres_001.sql",)
+MIGRATIONS = ("postgres_001.sql", "postgres_002.sql")
 CHANNEL = "videosynth_tasks"
 MIGRATION_LOCK = 0x7669_6465  # constants shared by every videosynth process
 ACCOUNT_LOCK_SPACE = 0x7669_0001
@@ -68,8 +70,10 @@ class PostgresTaskStore(SqlTaskStore):
         with self._db() as conn, conn.transaction():
             yield conn
 
-    def _execute(self, conn: psycopg.Connection[Any], sql: str, args: Collection[Any] = ()) -> psycopg.Cursor[Any]:
-        return conn.execute(sql.replace("?", "%s"), tuple(args))  # type: ignore[arg-type]
+    def _execute(
+        self, conn: psycopg.Connection[Any], sql: str, args: Collection[Any] = ()
+    ) -> psycopg.Cursor[Any]:
+        return conn.execute(sql.replace("?", "%s"), tuple(args))
 
     # SKIP LOCKED lets concurrent claims pass each other instead of queueing on the same row.
     _candidate_lock = " FOR UPDATE OF t SKIP LOCKED"
@@ -84,7 +88,9 @@ class PostgresTaskStore(SqlTaskStore):
         return bool(row is not None and row["n"] < limit)
 
     def _try_maintenance_lock(self, conn: psycopg.Connection[Any]) -> bool:
-        row = conn.execute("SELECT pg_try_advisory_xact_lock(%s, 0) AS ok", (MAINTENANCE_LOCK_SPACE,)).fetchone()
+        row = conn.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, 0) AS ok", (MAINTENANCE_LOCK_SPACE,)
+        ).fetchone()
         return bool(row and row["ok"])
 
     def _after_create(self, conn: psycopg.Connection[Any]) -> None:
@@ -102,15 +108,20 @@ class PostgresTaskStore(SqlTaskStore):
     def migrate(self) -> int:
         with self._transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT)"
+            )
             done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
             for version, name in enumerate(MIGRATIONS, start=1):
                 if version in done:
                     continue
-                for statement in split_statements(resources.files("videosynth.tasks").joinpath("sql", name).read_text()):
-                    conn.execute(statement)  # type: ignore[call-overload]
+                for statement in split_statements(
+                    resources.files("videosynth.tasks").joinpath("sql", name).read_text()
+                ):
+                    conn.execute(statement)
                 conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (%s, %s)", (version, int(time.time() * 1000))
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (%s, %s)",
+                    (version, int(time.time() * 1000)),
                 )
             return len(MIGRATIONS)
 

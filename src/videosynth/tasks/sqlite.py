@@ -29,7 +29,7 @@ from videosynth.tasks.sqlstore import SqlTaskStore
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = ("sqlite_001.sql",)
+MIGRATIONS = ("sqlite_001.sql", "sqlite_002.sql")
 
 
 def split_statements(sql: str) -> list[str]:
@@ -130,15 +130,20 @@ class SqliteTaskStore(SqlTaskStore):
 
     def migrate(self) -> int:
         with self._transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms INTEGER)"
+            )
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             for version, name in enumerate(MIGRATIONS, start=1):
                 if version in done:
                     continue
-                for statement in split_statements(resources.files("videosynth.tasks").joinpath("sql", name).read_text()):
+                for statement in split_statements(
+                    resources.files("videosynth.tasks").joinpath("sql", name).read_text()
+                ):
                     conn.execute(statement)
                 conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)", (version, int(time.time() * 1000))
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)",
+                    (version, int(time.time() * 1000)),
                 )
             return len(MIGRATIONS)
 

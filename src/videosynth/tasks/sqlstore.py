@@ -6,12 +6,14 @@ A subclass supplies connections, transactions, the dialect's claim statement and
 from __future__ import annotations
 
 import abc
+import builtins
 import contextlib
 import json
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from videosynth.errors import ErrorKind
 from videosynth.tasks.models import (
     ApiKey,
     CancelOutcome,
@@ -26,12 +28,10 @@ from videosynth.tasks.models import (
 
 TASK_COLUMNS = (
     "task_id, account_id, api_key_id, request_id, model, engine, prompt, params, status, submit_time_ms,"
-    " scheduled_time_ms, end_time_ms, error_code, error_message, result_key, usage, worker_id, attempts,"
-    " cancel_requested, extra"
+    " scheduled_time_ms, end_time_ms, error_kind, error_detail, result_key, video_duration_ms, worker_id,"
+    " attempts, cancel_requested, legacy_error_code, legacy_error_message"
 )
-TIMEOUT_MESSAGE = (
-    "An internal timeout error has occured during execution, please try again later or contact service support."
-)
+WORKER_LOST_DETAIL = "The task was interrupted too many times (its worker was lost)."
 
 
 def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
@@ -49,14 +49,18 @@ def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
         submit_time_ms=row["submit_time_ms"],
         scheduled_time_ms=row["scheduled_time_ms"],
         end_time_ms=row["end_time_ms"],
-        error_code=row["error_code"],
-        error_message=row["error_message"],
+        error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
+        error_detail=row["error_detail"],
         result_key=row["result_key"],
-        usage=json.loads(row["usage"]) if row["usage"] else None,
+        video_duration_ms=row["video_duration_ms"],
         worker_id=row["worker_id"],
         attempts=row["attempts"],
         cancel_requested=bool(row["cancel_requested"]),
-        extra=json.loads(row["extra"] or "{}"),
+        legacy_error=(
+            (row["legacy_error_code"], row["legacy_error_message"] or "")
+            if row["legacy_error_code"]
+            else None
+        ),
     )
 
 
@@ -123,9 +127,14 @@ class SqlTaskStore(abc.ABC):
                 ),
             )
             for i, url in enumerate(task.media_urls):
-                self._execute(conn, "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)", (task.task_id, i, url))
+                self._execute(
+                    conn,
+                    "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)",
+                    (task.task_id, i, url),
+                )
             self._after_create(conn)
 
+    @abc.abstractmethod
     def _after_create(self, conn: Any) -> None:
         """Hook for wake-ups: work became claimable (``NOTIFY`` on PostgreSQL, the doorbell on SQLite).
 
@@ -137,7 +146,9 @@ class SqlTaskStore(abc.ABC):
 
     def get(self, task_id: str) -> Task | None:
         with self._db() as conn:
-            row = self._execute(conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+            row = self._execute(
+                conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id=?", (task_id,)
+            ).fetchone()
             return row_to_task(row) if row else None
 
     def list(self, account_id: str, flt: TaskFilter, offset: int, limit: int) -> tuple[int, list[Task]]:
@@ -156,7 +167,9 @@ class SqlTaskStore(abc.ABC):
                 args.append(value)
         clause = " AND ".join(where)
         with self._db() as conn:
-            total = self._execute(conn, f"SELECT count(*) AS n FROM tasks WHERE {clause}", args).fetchone()["n"]
+            total = self._execute(conn, f"SELECT count(*) AS n FROM tasks WHERE {clause}", args).fetchone()[
+                "n"
+            ]
             rows = self._execute(
                 conn,
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE {clause}"
@@ -199,7 +212,8 @@ class SqlTaskStore(abc.ABC):
         engines: Collection[str] | None = None,
         max_running_per_account: int | None = None,
     ) -> Task | None:
-        where, args = "", []
+        where = ""
+        args: list[Any] = []
         for column, values in (("model", models), ("engine", engines)):
             if values is not None:
                 if not values:
@@ -208,7 +222,8 @@ class SqlTaskStore(abc.ABC):
                 args.extend(values)
         if max_running_per_account is not None:
             where += (
-                " AND (SELECT count(*) FROM tasks r WHERE r.account_id = t.account_id AND r.status = 'RUNNING') < ?"
+                " AND (SELECT count(*) FROM tasks r"
+                " WHERE r.account_id = t.account_id AND r.status = 'RUNNING') < ?"
             )
             args.append(max_running_per_account)
         with self._transaction() as conn:
@@ -249,24 +264,24 @@ class SqlTaskStore(abc.ABC):
             return Lease.CANCEL_REQUESTED if row["cancel_requested"] else Lease.HELD
 
     def succeed(
-        self, task_id: str, worker_id: str, now_ms: int, result_key: str, usage: dict[str, Any]
+        self, task_id: str, worker_id: str, now_ms: int, result_key: str, video_duration_ms: int
     ) -> bool:
         with self._db() as conn:
             cur = self._execute(
                 conn,
-                "UPDATE tasks SET status='SUCCEEDED', end_time_ms=?, result_key=?, usage=?,"
+                "UPDATE tasks SET status='SUCCEEDED', end_time_ms=?, result_key=?, video_duration_ms=?,"
                 " lease_expires_ms=NULL WHERE task_id=? AND worker_id=? AND status='RUNNING'",
-                (now_ms, result_key, json.dumps(usage), task_id, worker_id),
+                (now_ms, result_key, video_duration_ms, task_id, worker_id),
             )
             return bool(cur.rowcount == 1)
 
-    def fail(self, task_id: str, worker_id: str, now_ms: int, code: str, message: str) -> bool:
+    def fail(self, task_id: str, worker_id: str, now_ms: int, kind: ErrorKind, detail: str | None) -> bool:
         with self._db() as conn:
             cur = self._execute(
                 conn,
-                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_code=?, error_message=?,"
+                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_kind=?, error_detail=?,"
                 " lease_expires_ms=NULL WHERE task_id=? AND worker_id=? AND status='RUNNING'",
-                (now_ms, code, message, task_id, worker_id),
+                (now_ms, kind.value, detail, task_id, worker_id),
             )
             return bool(cur.rowcount == 1)
 
@@ -297,11 +312,10 @@ class SqlTaskStore(abc.ABC):
     def _requeue_expired(self, conn: Any, now_ms: int, max_attempts: int) -> tuple[int, int]:
         failed = self._execute(
             conn,
-            "UPDATE tasks SET status='FAILED', end_time_ms=?, error_code='InternalError',"
-            " error_message='The task was interrupted too many times (worker lost).',"
+            "UPDATE tasks SET status='FAILED', end_time_ms=?, error_kind=?, error_detail=?,"
             " lease_expires_ms=NULL"
             " WHERE status='RUNNING' AND lease_expires_ms < ? AND attempts >= ?",
-            (now_ms, now_ms, max_attempts),
+            (now_ms, ErrorKind.WORKER_LOST.value, WORKER_LOST_DETAIL, now_ms, max_attempts),
         ).rowcount
         requeued = self._execute(
             conn,
@@ -326,16 +340,18 @@ class SqlTaskStore(abc.ABC):
             requeued, failed_lost = self._requeue_expired(conn, now_ms, max_attempts)
             timed_out = self._execute(
                 conn,
-                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_code='InternalError.Timeout',"
-                " error_message=?, lease_expires_ms=NULL"
+                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_kind=?, error_detail=NULL,"
+                " lease_expires_ms=NULL"
                 " WHERE status IN ('PENDING', 'RUNNING') AND submit_time_ms < ?",
-                (now_ms, TIMEOUT_MESSAGE, now_ms - timeout_ms),
+                (now_ms, ErrorKind.TIMEOUT.value, now_ms - timeout_ms),
             ).rowcount
             cutoff = now_ms - retention_ms
             keys = [
                 r["result_key"]
                 for r in self._execute(
-                    conn, "SELECT result_key FROM tasks WHERE submit_time_ms < ? AND result_key IS NOT NULL", (cutoff,)
+                    conn,
+                    "SELECT result_key FROM tasks WHERE submit_time_ms < ? AND result_key IS NOT NULL",
+                    (cutoff,),
                 ).fetchall()
             ]
             self._execute(
@@ -345,7 +361,10 @@ class SqlTaskStore(abc.ABC):
             )
             self._execute(conn, "DELETE FROM tasks WHERE submit_time_ms < ?", (cutoff,))
         return MaintenanceReport(
-            requeued=requeued, failed_lost=failed_lost, timed_out=int(timed_out), purged_result_keys=tuple(keys)
+            requeued=requeued,
+            failed_lost=failed_lost,
+            timed_out=int(timed_out),
+            purged_result_keys=tuple(keys),
         )
 
     # --- API keys ----------------------------------------------------------------------------------
@@ -354,7 +373,9 @@ class SqlTaskStore(abc.ABC):
         key_id = str(uuid.uuid4())
         with self._transaction() as conn:
             self._execute(
-                conn, "INSERT INTO accounts (account_id, name, created_ms) VALUES (?,?,?)", (account_id, name, now_ms)
+                conn,
+                "INSERT INTO accounts (account_id, name, created_ms) VALUES (?,?,?)",
+                (account_id, name, now_ms),
             )
             self._execute(
                 conn,
@@ -370,7 +391,7 @@ class SqlTaskStore(abc.ABC):
             ).fetchone()
             return row_to_key(row) if row else None
 
-    def list_keys(self) -> list[ApiKey]:
+    def list_keys(self) -> builtins.list[ApiKey]:  # ``list`` is a method here
         with self._db() as conn:
             rows = self._execute(conn, "SELECT * FROM api_keys ORDER BY created_ms, key_id").fetchall()
             return [row_to_key(r) for r in rows]
@@ -389,8 +410,9 @@ class SqlTaskStore(abc.ABC):
         with self._transaction() as conn:
             # Insert-if-absent, then read: two processes racing both end up with the first value.
             self._execute(
-                conn, "INSERT INTO secrets (name, value) VALUES (?,?) ON CONFLICT (name) DO NOTHING", (name, factory())
+                conn,
+                "INSERT INTO secrets (name, value) VALUES (?,?) ON CONFLICT (name) DO NOTHING",
+                (name, factory()),
             )
             row = self._execute(conn, "SELECT value FROM secrets WHERE name=?", (name,)).fetchone()
             return str(row["value"])
-

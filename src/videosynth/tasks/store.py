@@ -1,14 +1,17 @@
 """The store seam: one Protocol for the task table (which is also the queue), API keys and shared secrets.
 
-Implementations: ``SqliteTaskStore`` (embedded default), ``PostgresTaskStore`` (scale-out). Every implementation must pass
-``tests/test_store_contract.py``.
+Implementations: ``SqliteTaskStore`` (embedded default), ``PostgresTaskStore`` (scale-out). Every
+implementation must pass ``tests/test_store_contract.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from typing import Any, Protocol
+import builtins
 
+from collections.abc import Callable, Collection
+from typing import Protocol
+
+from videosynth.errors import ErrorKind
 from videosynth.tasks.models import ApiKey, CancelOutcome, Lease, MaintenanceReport, NewTask, Task, TaskFilter
 
 
@@ -57,13 +60,13 @@ class TaskStore(Protocol):
         ...
 
     def succeed(
-        self, task_id: str, worker_id: str, now_ms: int, result_key: str, usage: dict[str, Any]
+        self, task_id: str, worker_id: str, now_ms: int, result_key: str, video_duration_ms: int
     ) -> bool:
         """RUNNING -> SUCCEEDED, only while ``worker_id`` holds the task."""
         ...
 
-    def fail(self, task_id: str, worker_id: str, now_ms: int, code: str, message: str) -> bool:
-        """RUNNING -> FAILED, only while ``worker_id`` holds the task."""
+    def fail(self, task_id: str, worker_id: str, now_ms: int, kind: ErrorKind, detail: str | None) -> bool:
+        """RUNNING -> FAILED with what went wrong, only while ``worker_id`` holds the task."""
         ...
 
     def finish_canceled(self, task_id: str, worker_id: str, now_ms: int) -> bool:
@@ -87,7 +90,7 @@ class TaskStore(Protocol):
     def maintain(
         self, now_ms: int, *, max_attempts: int, timeout_ms: int, retention_ms: int
     ) -> MaintenanceReport | None:
-        """Requeue lost tasks, fail overdue ones (InternalError.Timeout), purge expired ones.
+        """Requeue lost tasks, fail overdue ones (``ErrorKind.TIMEOUT``), purge expired ones.
 
         Runs in one process at a time (a lock); returns None when another process holds it. The caller
         deletes ``purged_result_keys`` from storage."""
@@ -102,7 +105,7 @@ class TaskStore(Protocol):
         """The active (not revoked) key with this hash."""
         ...
 
-    def list_keys(self) -> list[ApiKey]: ...
+    def list_keys(self) -> builtins.list[ApiKey]: ...  # ``list`` is a method here
 
     def revoke_key(self, key_id_or_prefix: str, now_ms: int) -> bool: ...
 

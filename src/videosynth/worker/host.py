@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from videosynth.engines.base import GenerationRequest, GenerationResult
-from videosynth.errors import Canceled, EngineCrashed, EngineError, VideosynthError
+from videosynth.errors import Canceled, EngineCrashed, ErrorKind, VideosynthError, error_for
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    code: str
-    message: str
+    kind: ErrorKind
+    detail: str | None
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -114,12 +114,13 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[str, ...]) -> 
             result = engines[msg.engine].generate(msg.request, Path(msg.output_path), on_progress)
             conn.send(Done(result.frames, result.duration))
         except VideosynthError as exc:
-            conn.send(Failed(exc.code, exc.message))
+            conn.send(Failed(exc.kind, exc.detail))
         except MemoryError:
-            conn.send(Failed(EngineError.code, "The engine ran out of memory."))
+            conn.send(Failed(ErrorKind.ENGINE_FAILED, "The engine ran out of memory."))
         except Exception as exc:  # an engine bug must fail the task, not the process
+            # The exception text may name files and internals; it goes to the log, the client gets the kind.
             log.exception("engine failed")
-            conn.send(Failed(EngineError.code, f"{EngineError.__doc__} ({type(exc).__name__}: {exc})"))
+            conn.send(Failed(ErrorKind.ENGINE_FAILED, f"The engine failed ({type(exc).__name__})."))
 
 
 class EngineHost:
@@ -135,7 +136,12 @@ class EngineHost:
         if self._proc is not None and self._proc.is_alive():
             return
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_child_main, args=(child, os.getpid(), self._preload), name="videosynth-engine", daemon=True)
+        proc = self._ctx.Process(
+            target=_child_main,
+            args=(child, os.getpid(), self._preload),
+            name="videosynth-engine",
+            daemon=True,
+        )
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
@@ -173,15 +179,13 @@ class EngineHost:
                 elif isinstance(msg, Done):
                     return GenerationResult(frames=msg.frames, duration=msg.duration)
                 elif isinstance(msg, Failed):
-                    if msg.code == Canceled.code:
-                        raise Canceled(msg.message)
-                    err = EngineError(msg.message)
-                    err.code = msg.code
-                    raise err
+                    raise error_for(msg.kind, msg.detail)
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
             proc.join(timeout=5)
             self._proc = None
-            raise EngineCrashed(f"The engine process exited with code {proc.exitcode}; out of memory?") from exc
+            raise EngineCrashed(
+                f"The engine process exited with code {proc.exitcode}; out of memory?"
+            ) from exc
         except EngineCrashed:
             self._proc = None
             raise

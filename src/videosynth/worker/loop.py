@@ -21,14 +21,14 @@ from pathlib import Path
 
 from videosynth import sizes, uploads
 from videosynth.engines.base import GenerationRequest, ReferenceImage
-from videosynth.errors import Canceled, MediaDownloadFailed, StoreError, VideosynthError
-from videosynth.media.fetch import FetchPolicy, fetch_media, warm_up
+from videosynth.errors import Canceled, ErrorKind, MediaNotFound, StoreError, VideosynthError
 from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
 from videosynth.maintenance import run_maintenance
+from videosynth.media.fetch import FetchPolicy, fetch_media, warm_up
 from videosynth.media.validate import validate_image
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
-from videosynth.tasks.models import Lease, Task, TaskStatus, usage_for
+from videosynth.tasks.models import Lease, Task, TaskStatus
 from videosynth.tasks.store import TaskStore
 from videosynth.worker.host import EngineHost
 
@@ -199,17 +199,11 @@ class Worker:
                 # A cancel came in meanwhile: honour it rather than requeue.
                 self.store.finish_canceled(task.task_id, self.worker_id, now_ms())
         except VideosynthError as exc:
-            log.info("task %s failed: %s %s", task.task_id, exc.code, exc.message)
-            self.store.fail(task.task_id, self.worker_id, now_ms(), exc.code, exc.message)
-        except Exception as exc:  # a bug here must fail one task, never the worker
+            log.info("task %s failed: %s %s", task.task_id, exc.kind.value, exc.detail)
+            self.store.fail(task.task_id, self.worker_id, now_ms(), exc.kind, exc.detail)
+        except Exception:  # a bug here must fail one task, never the worker
             log.exception("task %s crashed the worker loop", task.task_id)
-            self.store.fail(
-                task.task_id,
-                self.worker_id,
-                now_ms(),
-                "InternalError",
-                f"An internal error has occured ({type(exc).__name__}).",
-            )
+            self.store.fail(task.task_id, self.worker_id, now_ms(), ErrorKind.INTERNAL, None)
         finally:
             done.set()
             watcher.join()
@@ -226,7 +220,9 @@ class Worker:
             info = validate_image(data, decode=False)
             path = workdir / f"ref_{index}{info.extension}"
             path.write_bytes(data)
-            return ReferenceImage(index=index, path=path, width=info.width, height=info.height, format=info.format)
+            return ReferenceImage(
+                index=index, path=path, width=info.width, height=info.height, format=info.format
+            )
 
         # Downloads wait on the network and Pillow decodes without the GIL, so references load in parallel.
         # The first error in [Image N] order is the one reported.
@@ -249,13 +245,13 @@ class Worker:
         )
         output = workdir / "output.mp4"
         fetched = time.monotonic()
-        self.host.generate(task.engine, request, output, lambda done, total: should_stop())
+        result = self.host.generate(task.engine, request, output, lambda done, total: should_stop())
         generated = time.monotonic()
         if should_stop():
             raise Canceled()
         key = result_key(task)
         self.storage.put_file(key, output, "video/mp4")
-        if not self.store.succeed(task.task_id, self.worker_id, now_ms(), key, usage_for(p)):
+        if not self.store.succeed(task.task_id, self.worker_id, now_ms(), key, round(result.duration * 1000)):
             # The task is not ours any more (lease lost, timed out): leave no stray object behind.
             log.warning("task %s finished after losing its lease; result discarded", task.task_id)
             self.storage.delete(key)
@@ -277,9 +273,6 @@ class Worker:
             if uploads.owner_of(key) == account_id:
                 data = self.storage.read_bytes(uploads.STORAGE_PREFIX + key, self.fetch_policy.max_bytes)
             if data is None:
-                raise MediaDownloadFailed(
-                    "Failed to find the requested media resource during the data inspection process."
-                )
+                raise MediaNotFound()
             return data
         return fetch_media(url, self.fetch_policy)
-

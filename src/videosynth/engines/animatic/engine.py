@@ -168,7 +168,7 @@ class AnimaticEngine:
         """Render ``request`` to an H.264 MP4 at ``output_path``; see the module docstring.
 
         On any failure the partial file is removed. :class:`~videosynth.errors.Canceled` (raised by
-        ``on_progress``) and our own errors (an undecodable reference is ``InvalidFile.Format``) propagate
+        ``on_progress``) and our own errors (an undecodable reference is ``InvalidImageFormat``) propagate
         as they are; anything else is wrapped in an ``EngineError`` whose cause is the original exception.
         """
         output_path = Path(output_path)

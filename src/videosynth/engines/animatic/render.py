@@ -12,7 +12,8 @@ read-only array is yielded for each of its frames, so it costs nothing to render
 encode (the writer converts a repeated array once; x264 skips unchanged blocks). A moving shot is composed
 once on a canvas at the largest zoom it reaches, covering only the part of the stage its camera visits,
 so each frame is a single ``cv2.warpAffine`` of about output size. Cross-fades blend two such frames, and
-:func:`dissolves` tells the encoder where they are. Nothing but the current shots' canvases is kept, so memory does not grow with the duration.
+:func:`dissolves` tells the encoder where they are. Nothing but the current shots' canvases is kept, so
+memory does not grow with the duration.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _scale_shift(sx: float, sy: float, dx: float, dy: float) -> np.ndarray:
 def _to_index(m: np.ndarray) -> np.ndarray:
     """Turn a dst->src map between continuous coordinates (pixel i spans [i, i+1)) into OpenCV's index
     coordinates (pixel centres at integers), which is what WARP_INVERSE_MAP expects."""
-    return _translate(-0.5, -0.5) @ m @ _translate(0.5, 0.5)
+    out: np.ndarray = _translate(-0.5, -0.5) @ m @ _translate(0.5, 0.5)
+    return out
 
 
 def _warp(
@@ -220,7 +222,7 @@ class _Watermark:
     def __init__(self, width: int, height: int) -> None:
         size = max(10, round(min(width, height) * 0.03))
         font = ImageFont.load_default(size=size)
-        left, top, right, bottom = font.getbbox(WATERMARK_TEXT)
+        left, top, right, bottom = (int(v) for v in font.getbbox(WATERMARK_TEXT))
         shadow = max(1, size // 14)
         pw, ph = right - left + shadow + 2, bottom - top + shadow + 2
         text = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
@@ -324,7 +326,8 @@ class _ShotRenderer:
 
     def _keystone(self, angle: str, positive: bool) -> np.ndarray:
         w, h, d = float(self.width), float(self.height), _KEYSTONE
-        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+        src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+        dst: list[list[float]]
         if angle == "low":  # looking up: verticals converge at the top
             dst = [[d * w, 0], [w - d * w, 0], [w, h], [0, h]]
         elif angle == "high":  # looking down: they converge at the bottom
@@ -333,12 +336,13 @@ class _ShotRenderer:
             dst = [[0, 0], [w, d * h], [w, h - d * h], [0, h]]
         else:
             dst = [[0, d * h], [w, 0], [w, h], [0, h - d * h]]
-        return cv2.getPerspectiveTransform(src, np.float32(dst)).astype(np.float64)
+        return np.asarray(cv2.getPerspectiveTransform(src, np.array(dst, dtype=np.float32)), dtype=np.float64)
 
     def _displayed_to_world(self, canvas_to_displayed: np.ndarray) -> np.ndarray:
         if self.keystone is None:
             return canvas_to_displayed
-        return np.linalg.inv(self.keystone) @ canvas_to_displayed
+        out: np.ndarray = np.linalg.inv(self.keystone) @ canvas_to_displayed
+        return out
 
     def _clamp(self, view: _View) -> _View:
         """Keep the camera rectangle inside the stage."""

@@ -1,0 +1,187 @@
+"""The one table from the domain's error kinds to DashScope's ``(HTTP status, code, message)``, and the
+code that writes DashScope error bodies.
+
+A synchronous refusal is the triple itself: ``{"code", "message", "request_id"}`` with the status. A failed
+task carries the same code and message in ``output.code`` / ``output.message`` (with HTTP 200). Where a
+domain error has a detail (which image, which limit), the detail is the message; otherwise the table's
+message, worded as the hosted service words it (typos included: clients match on them).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from videosynth.errors import ErrorKind, VideosynthError
+from videosynth.tasks.models import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WireError:
+    status: int
+    code: str
+    message: str
+
+
+INTERNAL_MESSAGE = "An internal error has occured, please try again later or contact service support."
+INVALID_PARAMETER_MESSAGE = "Required parameter missing or invalid, please check the request parameters."
+
+ERRORS: dict[ErrorKind, WireError] = {
+    ErrorKind.INTERNAL: WireError(500, "InternalError", INTERNAL_MESSAGE),
+    ErrorKind.INVALID_REQUEST: WireError(400, "InvalidParameter", INVALID_PARAMETER_MESSAGE),
+    ErrorKind.MISSING_API_KEY: WireError(401, "InvalidApiKey", "No API-key provided."),
+    ErrorKind.UNKNOWN_API_KEY: WireError(401, "InvalidApiKey", "Invalid API-key provided."),
+    ErrorKind.MODEL_NOT_FOUND: WireError(400, "InvalidParameter", "Model not exist."),
+    # The wire note's row for an unusable URL scheme uses the OpenAI-style code.
+    ErrorKind.UNSUPPORTED_MEDIA_URL: WireError(
+        400,
+        "invalid_parameter_error",
+        "InternalError.Algo.InvalidParameter: The provided URL does not appear to be valid. "
+        "Ensure it is correctly formatted.",
+    ),
+    ErrorKind.NOT_CANCELABLE: WireError(
+        400,
+        "UnsupportedOperation",
+        "Failed to cancel the task, please confirm if the task is in PENDING status.",
+    ),
+    ErrorKind.PAYLOAD_TOO_LARGE: WireError(413, "InvalidParameter", "The request body is too large."),
+    ErrorKind.MEDIA_UNUSABLE: WireError(
+        400, "InvalidParameter", "The media format is not supported or incorrect for the data inspection."
+    ),
+    ErrorKind.MEDIA_DOWNLOAD_FAILED: WireError(400, "InvalidURL", "Invalid URL provided in your request."),
+    ErrorKind.MEDIA_CONNECTION_REFUSED: WireError(
+        400, "InvalidURL.ConnectionRefused", "Connection refused, please provide available URL."
+    ),
+    ErrorKind.MEDIA_TIMEOUT: WireError(
+        400, "InvalidURL.Timeout", "Download timeout, please check network connection."
+    ),
+    ErrorKind.MEDIA_FORBIDDEN_ADDRESS: WireError(
+        400, "InvalidURL", "The media URL resolves to an address that is not publicly routable."
+    ),
+    ErrorKind.MEDIA_NOT_FOUND: WireError(
+        400, "InvalidURL", "Failed to find the requested media resource during the data inspection process."
+    ),
+    ErrorKind.IMAGE_FORMAT: WireError(
+        400, "InvalidFile.Format", "Invalid file format, the image must be JPEG, PNG or WEBP."
+    ),
+    ErrorKind.IMAGE_SIZE: WireError(
+        400, "InvalidFile.Size", "Invalid file size. The image file size must be less than 20MB."
+    ),
+    ErrorKind.IMAGE_RESOLUTION: WireError(400, "InvalidFile.Resolution", "The image resolution is invalid."),
+    ErrorKind.ENGINE_FAILED: WireError(
+        500, "InternalError.Algo", "An internal error has occured during algorithm execution."
+    ),
+    ErrorKind.ENGINE_CRASHED: WireError(
+        500, "InternalError.Algo", "The engine process exited unexpectedly; out of memory?"
+    ),
+    ErrorKind.TIMEOUT: WireError(
+        500,
+        "InternalError.Timeout",
+        "An internal timeout error has occured during execution, please try again later or contact service "
+        "support.",
+    ),
+    ErrorKind.WORKER_LOST: WireError(500, "InternalError", INTERNAL_MESSAGE),
+    ErrorKind.CANCELED: WireError(400, "Canceled", "The task was canceled."),
+    ErrorKind.STORE_UNAVAILABLE: WireError(
+        503, "ServiceUnavailable", "The task store is temporarily unavailable, please try again later."
+    ),
+    # As a task failure this is a result that could not be stored: the hosted service's upload error.
+    ErrorKind.STORAGE_UNAVAILABLE: WireError(503, "InternalError.Upload", "Failed to upload result."),
+}
+
+
+class WireRefusal(Exception):
+    """A refusal that exists only on this wire (a missing DashScope header, a bad upload signature)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.error = WireError(status, code, message)
+
+
+ASYNC_REQUIRED = WireError(403, "AccessDenied", "current user api does not support synchronous calls.")
+BODY_INVALID = WireError(
+    400, "InvalidParameter", "Required body invalid, please check the request body format."
+)
+NOT_FOUND = WireError(404, "NotFound", "Not found!")
+METHOD_NOT_ALLOWED = WireError(405, "MethodNotAllowed", "Method not allowed.")
+
+
+def wire_error(exc: VideosynthError) -> WireError:
+    entry = ERRORS[exc.kind]
+    return WireError(entry.status, entry.code, exc.detail or entry.message)
+
+
+def task_failure(task: Task) -> tuple[str, str]:
+    """``(output.code, output.message)`` of a FAILED task."""
+    if task.error_kind is None and task.legacy_error is not None:
+        return task.legacy_error  # written in this wire's words by schema 1
+    entry = ERRORS[task.error_kind or ErrorKind.INTERNAL]
+    return entry.code, task.error_detail or entry.message
+
+
+def request_id(request: Request) -> str:
+    rid: str | None = getattr(request.state, "request_id", None)
+    if rid is None:
+        rid = str(uuid.uuid4())
+        request.state.request_id = rid
+    return rid
+
+
+def json_response(request: Request, body: dict[str, Any], status: int = 200) -> JSONResponse:
+    rid = request_id(request)
+    headers = {"x-request-id": rid}
+    if 400 <= status < 500:
+        # SDK v2 retries some statuses even for submit; a deterministic refusal must not be retried.
+        headers["x-should-retry"] = "false"
+    return JSONResponse({"request_id": rid, **body}, status_code=status, headers=headers)
+
+
+def error_response(request: Request, error: WireError) -> JSONResponse:
+    return json_response(request, {"code": error.code, "message": error.message}, error.status)
+
+
+def render_exception(request: Request, exc: Exception) -> JSONResponse:
+    """The DashScope answer to any exception that escaped a route of this dialect."""
+    if isinstance(exc, VideosynthError):
+        error = wire_error(exc)
+        if error.status >= 500:
+            log.error("request failed: %s", exc, exc_info=exc)
+        return error_response(request, error)
+    if isinstance(exc, WireRefusal):
+        return error_response(request, exc.error)
+    if isinstance(exc, RequestValidationError):
+        return error_response(request, ERRORS[ErrorKind.INVALID_REQUEST])
+    if isinstance(exc, StarletteHTTPException):
+        if exc.status_code == 404:
+            return error_response(request, NOT_FOUND)
+        if exc.status_code == 405:
+            return error_response(request, METHOD_NOT_ALLOWED)
+        return error_response(request, WireError(exc.status_code, "InvalidParameter", str(exc.detail)))
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(request, ERRORS[ErrorKind.INTERNAL])
+
+
+class DashScopeRoute(APIRoute):
+    """Routes of this dialect answer every exception in DashScope's error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # noqa: BLE001 - every failure gets a DashScope body, none a traceback page
+                return render_exception(request, exc)
+
+        return answer
