@@ -17,6 +17,7 @@ import uvicorn
 from PIL import Image
 
 from videosynth.api.app import create_app
+from videosynth.api.server import uvicorn_config
 from videosynth.apikeys import display_prefix, hash_key, new_api_key
 from videosynth.catalog import Catalog
 from videosynth.settings import Settings
@@ -104,7 +105,7 @@ def live_server(settings: Settings, store: SqliteTaskStore) -> Iterator[LiveServ
     settings = settings.replace(public_url=f"http://127.0.0.1:{port}")
     storage = build_storage(settings, store)
     app = create_app(settings=settings, store=store, storage=storage, catalog=Catalog.default("animatic"))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

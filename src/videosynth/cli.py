@@ -173,6 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     signal.signal(sig, handler)
 
     from videosynth.api.app import create_app
+    from videosynth.api.server import uvicorn_config
     from videosynth.catalog import Catalog
     from videosynth.maintenance import start_maintenance_thread
     from videosynth.wiring import build_storage
@@ -197,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         print("  API keys exist already; create one with `videosynth keys create --name NAME`", flush=True)
     print(f"  workers: {settings.workers}, engine: {settings.default_engine}", flush=True)
-    server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False))
+    server = _Server(uvicorn_config(app, host=args.host, port=args.port, log_level=args.log_level))
     try:
         server.run()
     finally:
