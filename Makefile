@@ -26,14 +26,21 @@ check: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The tests start a throwaway PostgreSQL from the local server binaries; install them if this machine lacks them.
+# The tests start a throwaway PostgreSQL from the local server binaries, and drive the server with curl, Node and
+# Java (single-file source mode needs a JDK's compiler); install whichever of them this machine lacks.
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
 system-deps:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
-	  echo "installing PostgreSQL server binaries (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v javac >/dev/null 2>&1 || missing="$$missing openjdk-17-jdk-headless"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 bench: install
 	$(BIN)/python bench/engine.py

@@ -18,6 +18,7 @@ from PIL import Image
 
 from services import PostgresCluster, SeaweedS3, fresh_database
 from videosynth.api.app import create_app
+from videosynth.api.server import uvicorn_config
 from videosynth.apikeys import display_prefix, hash_key, new_api_key
 from videosynth.catalog import Catalog
 from videosynth.settings import Settings
@@ -75,7 +76,9 @@ class LiveServer:
         return requests.post(self.base_url + SUBMIT_PATH, json=body, headers=self.headers(key), timeout=30)
 
     def query(self, task_id: str, key: str | None = None) -> dict:
-        r = requests.get(f"{self.api}/tasks/{task_id}", headers={"Authorization": f"Bearer {key or self.key}"}, timeout=30)
+        r = requests.get(
+            f"{self.api}/tasks/{task_id}", headers={"Authorization": f"Bearer {key or self.key}"}, timeout=30
+        )
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -103,7 +106,7 @@ def live_server(settings: Settings, store: SqliteTaskStore) -> Iterator[LiveServ
     settings = settings.replace(public_url=f"http://127.0.0.1:{port}")
     storage = build_storage(settings, store)
     app = create_app(settings=settings, store=store, storage=storage, catalog=Catalog.default("animatic"))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -130,7 +133,9 @@ def worker(live_server: LiveServer) -> Iterator[Worker]:
     store.close()
 
 
-def write_image(path: Path, width: int = 640, height: int = 480, seed: int = 0, fmt: str | None = None) -> Path:
+def write_image(
+    path: Path, width: int = 640, height: int = 480, seed: int = 0, fmt: str | None = None
+) -> Path:
     """A colourful test picture (gradients and blocks) so frames have real content."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]

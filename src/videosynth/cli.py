@@ -1,10 +1,10 @@
 """The command line, and the only place that reads the environment.
 
-    videosynth serve            API (+ embedded workers) on the embedded default
-    videosynth worker           a standalone worker
-    videosynth keys create|list|revoke
-    videosynth db upgrade
-    videosynth env              versions, for bug reports
+videosynth serve            API (+ embedded workers) on the embedded default
+videosynth worker           a standalone worker
+videosynth keys create|list|revoke
+videosynth db upgrade
+videosynth env              versions, for bug reports
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ BOOTSTRAP_KEY_FILE = "bootstrap-api-key.txt"
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, var, help_text in Settings.ENV:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"{help_text} (env: {var})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, default=None, help=f"{help_text} (env: {var})"
+        )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -130,7 +132,9 @@ class WorkerPool:
 
     def _spawn(self) -> multiprocessing.process.BaseProcess:
         proc = self._ctx.Process(
-            target=run_worker_process, args=(self._settings, self._stop, os.getpid()), name="videosynth-worker"
+            target=run_worker_process,
+            args=(self._settings, self._stop, os.getpid()),
+            name="videosynth-worker",
         )
         proc.start()
         return proc
@@ -173,6 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     signal.signal(sig, handler)
 
     from videosynth.api.app import create_app
+    from videosynth.api.server import uvicorn_config
     from videosynth.catalog import Catalog
     from videosynth.maintenance import start_maintenance_thread
     from videosynth.wiring import build_storage
@@ -184,7 +189,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = _open_store(settings)
     key = _bootstrap_keys(settings, store)
     storage = build_storage(settings, store)
-    app = create_app(settings=settings, store=store, storage=storage, catalog=Catalog.default(settings.default_engine, settings.model_routes))
+    app = create_app(
+        settings=settings,
+        store=store,
+        storage=storage,
+        catalog=Catalog.default(settings.default_engine, settings.model_routes),
+    )
     pool = WorkerPool(settings, settings.workers)
     pool.start()
     stop_maintenance = threading.Event()
@@ -197,7 +207,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         print("  API keys exist already; create one with `videosynth keys create --name NAME`", flush=True)
     print(f"  workers: {settings.workers}, engine: {settings.default_engine}", flush=True)
-    server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False))
+    server = _Server(uvicorn_config(app, host=args.host, port=args.port, log_level=args.log_level))
     try:
         server.run()
     finally:
@@ -264,7 +274,9 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videosynth", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="videosynth", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--version", action="version", version=f"videosynth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -277,11 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a standalone worker")
     worker.add_argument(
-        "--models", default=os.environ.get("VIDEOSYNTH_WORKER_MODELS"),
+        "--models",
+        default=os.environ.get("VIDEOSYNTH_WORKER_MODELS"),
         help="comma-separated models this worker serves (default: all) (env: VIDEOSYNTH_WORKER_MODELS)",
     )
     worker.add_argument(
-        "--engine", default=os.environ.get("VIDEOSYNTH_WORKER_ENGINES"),
+        "--engine",
+        default=os.environ.get("VIDEOSYNTH_WORKER_ENGINES"),
         help="comma-separated engines this worker runs (default: all) (env: VIDEOSYNTH_WORKER_ENGINES)",
     )
     _add_settings_flags(worker)

@@ -7,7 +7,6 @@ implementation must pass ``tests/test_store_contract.py``.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Callable, Collection
 from typing import Protocol
 
