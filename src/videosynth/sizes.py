@@ -47,10 +47,6 @@ def frame_size(resolution: str, ratio: str) -> tuple[int, int]:
     return FRAME_SIZES[(resolution, ratio)]
 
 
-def frame_count(duration_s: int, fps: int = FPS) -> int:
-    return duration_s * fps
-
-
 def tier(resolution: str) -> int:
     """The tier's nominal height: 480, 720 or 1080."""
     return int(resolution.rstrip("P"))
