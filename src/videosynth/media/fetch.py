@@ -38,6 +38,7 @@ from videosynth.errors import (
     MediaDownloadFailed,
     MediaTimeout,
 )
+from videosynth.media.addresses import is_public
 
 __all__ = ["FetchPolicy", "fetch_media", "is_forbidden_address", "parse_data_url"]
 
@@ -69,60 +70,12 @@ class FetchPolicy:
 # Address policy
 # ------------------------------------------------------------------------------------------------------------
 
-# NAT64 well-known prefix: an IPv6-only host behind DNS64 sees public IPv4 sites as 64:ff9b::a.b.c.d, so these
-# are judged by the IPv4 they embed rather than refused outright.
-_NAT64_WKP = ipaddress.IPv6Network("64:ff9b::/96")
-# Ranges that Python 3.11's ipaddress still calls global but that are not publicly routable targets.
-_EXTRA_FORBIDDEN_V6 = (
-    ipaddress.IPv6Network("3fff::/20"),  # documentation (RFC 9637)
-    ipaddress.IPv6Network("5f00::/16"),  # SRv6 SIDs (RFC 9602)
-)
-
-
-def _forbidden_v4(ip: ipaddress.IPv4Address) -> bool:
-    # is_global alone lets multicast through on 3.11 (224/4 is "global"), so the flags are checked as well.
-    return (
-        not ip.is_global
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_unspecified
-    )
-
-
-def _forbidden_v6(ip: ipaddress.IPv6Address) -> bool:
-    mapped = ip.ipv4_mapped
-    if mapped is not None:
-        return _forbidden_v4(mapped)
-    if ip in _NAT64_WKP:
-        return _forbidden_v4(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    sixtofour = ip.sixtofour
-    if sixtofour is not None and _forbidden_v4(sixtofour):
-        return True
-    # is_reserved covers ::/8, i.e. the deprecated IPv4-compatible ::a.b.c.d form, the SIIT ::ffff:0:a.b.c.d
-    # form and the local-use NAT64 prefix 64:ff9b:1::/48; none of them is a legitimate public target.
-    return (
-        not ip.is_global
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_site_local
-        or ip.is_unspecified
-        or any(ip in net for net in _EXTRA_FORBIDDEN_V6)
-    )
-
-
 def is_forbidden_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Return True when ``address`` is not a publicly routable unicast address.
 
-    Pure function, no I/O. Refuses loopback, private, link-local (incl. 169.254.169.254), CGNAT, unspecified,
-    multicast, reserved, broadcast, unique-local, documentation and benchmark ranges, and IPv6 forms that
-    embed a forbidden IPv4 (IPv4-mapped, NAT64 64:ff9b::/96, 6to4); IPv4-compatible ``::a.b.c.d`` is always
-    refused. Strings may be bracketed (``"[::1]"``) and carry a zone id (``"fe80::1%eth0"``).
+    Pure function, no I/O; the rule is :func:`videosynth.media.addresses.is_public` (the IANA
+    special-purpose registries). Strings may be bracketed (``"[::1]"``) and carry a zone id
+    (``"fe80::1%eth0"``).
 
     Raises ValueError when ``address`` is a string that is not an IP address literal (e.g. a hostname).
     """
@@ -134,9 +87,7 @@ def is_forbidden_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Ad
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(text)
     else:
         ip = address
-    if isinstance(ip, ipaddress.IPv4Address):
-        return _forbidden_v4(ip)
-    return _forbidden_v6(ip)
+    return not is_public(ip)
 
 
 # ------------------------------------------------------------------------------------------------------------
