@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -25,6 +26,7 @@ MAX_FILE_MB = 100
 # The hosted service deletes uploads after 48 hours. Upload directories carry their UTC date only, so an
 # upload is deleted once its date is UPLOAD_KEEP_DAYS days past: 48 to 72 hours after it arrived.
 UPLOAD_KEEP_DAYS = 3
+MAX_NAME_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def issue(secret: str, account_id: str, now_s: float) -> IssuedPolicy:
 
 def verify(secret: str, policy: str, signature: str, now_s: float) -> Policy | None:
     """The policy if the signature is ours and it has not expired; None otherwise."""
-    if not hmac.compare_digest(_sign(secret, policy), signature):
+    if not signature.isascii() or not hmac.compare_digest(_sign(secret, policy), signature):
         return None
     try:
         doc = json.loads(base64.b64decode(policy, validate=True))
@@ -99,7 +101,15 @@ def verify(secret: str, policy: str, signature: str, now_s: float) -> Policy | N
 def key_in_dir(key: str, upload_dir: str) -> bool:
     """``key`` is one plain file name directly inside ``upload_dir``."""
     name = key[len(upload_dir) + 1 :] if key.startswith(upload_dir + "/") else ""
-    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+    return (
+        bool(name)
+        and len(name) <= MAX_NAME_CHARS
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+        # NUL would reach the filesystem; other control characters forge log lines and file listings.
+        and not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name)
+    )
 
 
 def owner_of(oss_key: str) -> str | None:

@@ -26,7 +26,9 @@ def files_router(storage: LocalStorage) -> APIRouter:
     async def files(key: str, request: Request) -> Response:
         expires = request.query_params.get("Expires", "")
         signature = request.query_params.get("Signature", "")
-        if not expires.isdigit() or not storage.verify(key, int(expires), signature, time.time()):
+        # ASCII digits only ("²" passes isdigit()), and few enough for int() to be cheap.
+        valid_expiry = expires.isascii() and expires.isdigit() and len(expires) <= 12
+        if not valid_expiry or not storage.verify(key, int(expires), signature, time.time()):
             return _refusal(403, "AccessDenied", "The link is unsigned, tampered with or expired.")
         try:
             path = storage.path_for(key)

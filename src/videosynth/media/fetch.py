@@ -70,6 +70,7 @@ class FetchPolicy:
 # Address policy
 # ------------------------------------------------------------------------------------------------------------
 
+
 def is_forbidden_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Return True when ``address`` is not a publicly routable unicast address.
 

@@ -13,6 +13,6 @@ def sign(secret: str, key: str, expires_at_s: int) -> str:
 
 
 def verify(secret: str, key: str, expires_at_s: int, signature: str, now_s: float) -> bool:
-    if expires_at_s < now_s:
+    if expires_at_s < now_s or not signature.isascii():  # compare_digest takes ASCII strings only
         return False
     return hmac.compare_digest(sign(secret, key, expires_at_s), signature)

@@ -76,13 +76,22 @@ def _integer(value: Any, name: str) -> int:
     return int(value)
 
 
+def _text(value: str, name: str) -> str:
+    """``value``, if it is valid Unicode: JSON may carry lone surrogates (``\\ud800``) that no store takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"The {name} is not valid Unicode (it contains a lone surrogate).") from None
+    return value
+
+
 def parse_submit(body: Any, catalog: Catalog, *, resolve_oss: bool) -> SubmitRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("Required body invalid, please check the request body format.")
     model_name = body.get("model")
     if not isinstance(model_name, str) or not model_name:
         raise _missing("model")
-    model = catalog.get(model_name)
+    model = catalog.get(_text(model_name, "model"))
 
     inp = body.get("input")
     if not isinstance(inp, dict):
@@ -90,7 +99,7 @@ def parse_submit(body: Any, catalog: Catalog, *, resolve_oss: bool) -> SubmitReq
     prompt = inp.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise _missing("input.prompt")
-    prompt = truncate_prompt(prompt)
+    prompt = truncate_prompt(_text(prompt, "input.prompt"))
 
     media = inp.get("media")
     if not isinstance(media, list) or not media:
@@ -114,7 +123,7 @@ def parse_submit(body: Any, catalog: Catalog, *, resolve_oss: bool) -> SubmitReq
         url = item.get("url")
         if not isinstance(url, str) or not url.strip():
             raise _missing(f"input.media[{i}].url")
-        url = url.strip()
+        url = _text(url.strip(), f"input.media[{i}].url")
         lower = url[:16].lower()
         if not lower.startswith(URL_SCHEMES):
             raise UnsupportedMediaUrl()
@@ -127,10 +136,13 @@ def parse_submit(body: Any, catalog: Catalog, *, resolve_oss: bool) -> SubmitReq
         urls.append(url)
 
     for match in IMAGE_REFERENCE.finditer(prompt):
-        n = int(match.group(1))
+        digits = match.group(1)
+        # int() refuses numbers of more than 4300 digits; anything past six digits is out of range anyway.
+        n = int(digits) if len(digits) <= 6 else 0
         if n < 1 or n > len(urls):
+            shown = digits if len(digits) <= 12 else f"{digits[:6]}...({len(digits)} digits)"
             raise InvalidRequest(
-                f"The prompt refers to [Image {n}] but {len(urls)} reference image(s) were provided."
+                f"The prompt refers to [Image {shown}] but {len(urls)} reference image(s) were provided."
             )
 
     params = body.get("parameters")
@@ -208,10 +220,15 @@ def parse_list_time(value: str, tz: ZoneInfo, name: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+# Past any real page; keeps the SQL offset inside 64 bits.
+MAX_PAGE_NO = 999_999_999
+
+
 def _positive_int(value: str | None, name: str, default: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit() or int(value) < 1:
+    # isdigit() alone accepts "²" and other digits int() refuses; the length bounds int()'s work.
+    if not (value.isascii() and value.isdigit()) or len(value) > 9 or int(value) < 1:
         raise InvalidRequest(f"The {name} is not valid: {value!r:.20}; it must be a positive integer.")
     return int(value)
 

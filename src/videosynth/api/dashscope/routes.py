@@ -58,7 +58,7 @@ def dashscope_router(services: Services) -> APIRouter:
             raise _body_too_large()
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting past ~970 levels
             raise WireRefusal(BODY_INVALID.status, BODY_INVALID.code, BODY_INVALID.message) from None
         resolve_oss = request.headers.get("x-dashscope-ossresourceresolve", "").strip().lower() == "enable"
         parsed = wire_requests.parse_submit(body, catalog, resolve_oss=resolve_oss)

@@ -207,7 +207,9 @@ def _reference_spans(prompt: str, num_images: int) -> list[tuple[int, int, int]]
     """``(start, end, image_index)`` for every valid reference, in order."""
     spans = []
     for m in _REFERENCE.finditer(prompt):
-        n = int(m.group(1) or m.group(2))
+        digits = m.group(1) or m.group(2)
+        # int() refuses numbers of more than 4300 digits; no image number is longer than a few.
+        n = int(digits) if len(digits) <= 6 else 0
         if 1 <= n <= num_images:
             spans.append((m.start(), m.end(), n))
     return spans
