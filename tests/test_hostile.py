@@ -7,7 +7,10 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -191,3 +194,127 @@ def test_raw_socket_garbage_gets_an_answer_not_a_crash(live_server: LiveServer) 
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
+
+
+# ---------------------------------------------------------------------- 12. cancel during a download
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers: a download from it waits for its deadlines."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/girl.jpg"
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_12_cancel_during_a_media_download_lands_at_once(
+    live_server: LiveServer, worker, silent_server: str
+) -> None:  # type: ignore[no-untyped-def]
+    r = live_server.submit(_body(url=silent_server))
+    task_id = r.json()["output"]["task_id"]
+    deadline = time.monotonic() + 30
+    while live_server.query(task_id)["output"]["task_status"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # the download has started
+    sent = time.monotonic()
+    assert (
+        requests.post(
+            f"{live_server.api}/tasks/{task_id}/cancel", headers=live_server.headers(), timeout=30
+        ).status_code
+        == 200
+    )
+    body = live_server.wait(task_id, timeout=60)
+    # Without the call-off the task ran into the 30 s download deadline and ended FAILED InvalidURL.Timeout.
+    assert body["output"]["task_status"] == "CANCELED", body
+    assert time.monotonic() - sent < 5.0
+
+
+# ------------------------------------------------------- 13. oss:// keys that step outside the upload
+
+
+@pytest.mark.parametrize("tail", ["../x.png", "..\\x.png", "a/../../x.png", "sub/x.png", "x\\..\\y.png"])
+def test_13_an_oss_key_that_escapes_its_upload_fails_as_a_media_error(
+    live_server: LiveServer, worker, tail: str
+) -> None:  # type: ignore[no-untyped-def]
+    from videosynth.apikeys import hash_key
+
+    key = live_server.store.find_key(hash_key(live_server.key))
+    assert key is not None
+    url = f"oss://videosynth-instant/{key.account_id}/2026-12-02/{'0' * 32}/{tail}"
+    r = requests.post(
+        live_server.base_url + SUBMIT_PATH,
+        json=_body(url=url),
+        headers={**live_server.headers(), "X-DashScope-OssResourceResolve": "enable"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    out = live_server.wait(r.json()["output"]["task_id"])["output"]
+    assert out["task_status"] == "FAILED"
+    assert out["code"] == "InvalidURL", out
+    assert "uploads/" not in out["message"] and "storage key" not in out["message"]
+
+
+# ---------------------------------------------------------------- 15. no server paths in task messages
+
+
+def test_15_an_engine_write_error_names_no_server_path(tmp_path: Path) -> None:
+    from test_animatic_engine import request, write_refs
+    from videosynth.engines.animatic import AnimaticEngine
+    from videosynth.errors import EngineError
+
+    req = request(write_refs(tmp_path, 1), "[Image 1]", duration=1)
+    with pytest.raises(EngineError) as info:
+        AnimaticEngine().generate(req, tmp_path / "missing" / "out.mp4", lambda done, total: None)
+    assert str(tmp_path) not in str(info.value) and "/" not in (info.value.detail or "")
+
+
+def test_15_a_work_directory_error_names_no_server_path(live_server: LiveServer, tmp_path: Path) -> None:
+    from videosynth.wiring import build_store
+    from videosynth.worker.loop import Worker
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    settings = live_server.settings.replace(work_dir=blocker / "work")
+    store = build_store(settings)
+    w = Worker(settings=settings, store=store, storage=live_server.storage)
+    stop = threading.Event()
+    thread = threading.Thread(target=w.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        r = live_server.submit(_body())
+        out = live_server.wait(r.json()["output"]["task_id"])["output"]
+    finally:
+        stop.set()
+        thread.join(60)
+        store.close()
+    assert out["task_status"] == "FAILED"
+    assert str(tmp_path) not in json.dumps(out) and "Errno" not in out["message"], out
+
+
+def test_15_error_details_are_scrubbed_of_paths_and_errno_markers() -> None:
+    from videosynth.errors import EngineError, MediaDownloadFailed
+
+    err = EngineError("[Errno 28] No space left on device: '/var/lib/videosynth/work/abc-1/output.mp4'")
+    assert err.detail == "No space left on device: '<file>'"
+    kept = MediaDownloadFailed("Failed to download https://img.example/a/b.png: HTTP 404")
+    assert kept.detail == "Failed to download https://img.example/a/b.png: HTTP 404"

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from videosynth.errors import (
+    Canceled,
     ErrorKind,
     ForbiddenAddress,
     InvalidImageFormat,
@@ -616,3 +617,39 @@ def test_data_url_size_is_judged_before_decoding() -> None:
     with pytest.raises(InvalidImageSize):
         parse_data_url(huge, max_bytes=1000)
     assert time.monotonic() - start < 0.5
+
+
+@pytest.mark.parametrize("path", ["/silent", "/slow-drip"])
+def test_a_download_that_is_called_off_stops(server: _Server, path: str) -> None:
+    # Without the call-off the read timeout (10 s) or the total deadline (30 s) would end it.
+    policy = FetchPolicy(allow_private=True, read_timeout=10.0, total_timeout=30.0)
+    started = time.monotonic()
+    with pytest.raises(Canceled):
+        fetch_media(_url(server, path), policy, should_stop=lambda: time.monotonic() - started > 0.5)
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_connect_that_is_called_off_stops() -> None:
+    # A listening socket whose backlog is full: connects hang in SYN_SENT, as to a black-holed address.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            fillers.append(s)
+        policy = FetchPolicy(allow_private=True, connect_timeout=10.0, total_timeout=30.0)
+        started = time.monotonic()
+        with pytest.raises(Canceled) as info:
+            fetch_media(
+                f"http://127.0.0.1:{port}/x.png", policy, should_stop=lambda: time.monotonic() - started > 0.5
+            )
+        assert time.monotonic() - started < 5.0, info.value
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

@@ -34,6 +34,7 @@ turned into HTTP errors.
 from __future__ import annotations
 
 import enum
+import re
 
 
 class ErrorKind(enum.StrEnum):
@@ -65,6 +66,16 @@ class ErrorKind(enum.StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"
 
 
+# An absolute path not inside a URL (a slash not preceded by a word character, a colon or another slash).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.+@%~-]+/)*[\w.+@%~-]+")
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+
+
+def client_safe(text: str) -> str:
+    """``text`` without absolute paths and errno markers, which tell a client about the server only."""
+    return _ABSOLUTE_PATH.sub("<file>", _ERRNO.sub("", text))
+
+
 class VideosynthError(Exception):
     """Something went wrong inside videosynth."""
 
@@ -72,9 +83,10 @@ class VideosynthError(Exception):
 
     def __init__(self, detail: str | None = None) -> None:
         #: What a person should know about this occurrence (which image, which limit), or None when the
-        #: kind says it all. Safe to show to the client: never a server path, errno text or storage key.
-        self.detail = detail
-        super().__init__(detail or (self.__doc__ or "").strip())
+        #: kind says it all. Shown to clients, so scrubbed of server paths and errno markers here, whoever
+        #: wrote it; internal storage keys and driver messages belong in the log, not in a detail.
+        self.detail = client_safe(detail) if detail else None
+        super().__init__(self.detail or (self.__doc__ or "").strip())
 
 
 class RequestError(VideosynthError):

@@ -98,9 +98,7 @@ def verify(secret: str, policy: str, signature: str, now_s: float) -> Policy | N
     return parsed if parsed.expires_at_s >= now_s else None
 
 
-def key_in_dir(key: str, upload_dir: str) -> bool:
-    """``key`` is one plain file name directly inside ``upload_dir``."""
-    name = key[len(upload_dir) + 1 :] if key.startswith(upload_dir + "/") else ""
+def _plain_name(name: str) -> bool:
     return (
         bool(name)
         and len(name) <= MAX_NAME_CHARS
@@ -112,7 +110,17 @@ def key_in_dir(key: str, upload_dir: str) -> bool:
     )
 
 
+def key_in_dir(key: str, upload_dir: str) -> bool:
+    """``key`` is one plain file name directly inside ``upload_dir``."""
+    return key.startswith(upload_dir + "/") and _plain_name(key[len(upload_dir) + 1 :])
+
+
 def owner_of(oss_key: str) -> str | None:
-    """The account an ``oss://`` key was issued to."""
+    """The account an ``oss://`` key was issued to, or None when the key is not one we issue.
+
+    Our keys are exactly ``{UPLOAD_ROOT}/{account}/{date}/{random}/{name}``: anything else (``../``,
+    backslashes, extra levels) names no upload, whoever's prefix it starts with."""
     parts = oss_key.split("/")
-    return parts[1] if len(parts) >= 4 and parts[0] == UPLOAD_ROOT else None
+    if len(parts) != 5 or parts[0] != UPLOAD_ROOT or not all(_plain_name(p) for p in parts):
+        return None
+    return parts[1]

@@ -9,16 +9,21 @@ The worker calls :func:`fetch_media` synchronously. Safety comes from three plac
 * every socket read/write/handshake is clamped to one total deadline, because httpx's ``read`` timeout is per
   read and a server dripping one byte at a time would otherwise never time out;
 * the body is read raw (no content decoding) and counted, so neither a large body nor a gzip bomb is ever
-  held in memory beyond ``max_bytes`` plus one network read.
+  held in memory beyond ``max_bytes`` plus one network read;
+* a download can be called off (a canceled task): resolving, connecting and every read wait in slices of
+  :data:`CANCEL_CHECK_S` and raise :class:`~videosynth.errors.Canceled` when ``should_stop`` says so.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import functools
 import ipaddress
+import os
 import re
+import select
 import socket
 import ssl
 import threading
@@ -29,8 +34,10 @@ from dataclasses import dataclass
 
 import httpcore
 import httpx
+from httpcore._backends.sync import SyncStream
 
 from videosynth.errors import (
+    Canceled,
     ForbiddenAddress,
     InvalidImageFormat,
     InvalidImageSize,
@@ -45,6 +52,8 @@ __all__ = ["FetchPolicy", "fetch_media", "is_forbidden_address", "parse_data_url
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _MAX_URL_IN_MESSAGE = 200
 _USER_AGENT = "videosynth-media-fetch/1.0"
+# How long a download may go on after it was called off.
+CANCEL_CHECK_S = 0.1
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DATA_URL_MIMES = {
     "image/jpeg": "image/jpeg",
@@ -177,6 +186,10 @@ def parse_data_url(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str
 # ------------------------------------------------------------------------------------------------------------
 
 
+class _ConnectionRefused(httpcore.ConnectError):
+    """The target refused the connection (httpcore keeps no cause to tell it from other connect errors)."""
+
+
 class _ForbiddenTarget(Exception):
     """Raised inside the transport; fetch_media turns it into ForbiddenAddress with the hop's URL."""
 
@@ -194,15 +207,35 @@ def _remaining(deadline: float, timeout: float | None, exc_cls: type[Exception])
     return remaining if timeout is None else min(timeout, remaining)
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """Wraps a connected stream so every read, write and TLS handshake respects the total deadline."""
+def _never() -> bool:
+    return False
 
-    def __init__(self, inner: httpcore.NetworkStream, deadline: float) -> None:
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """Wraps a connected stream so every read, write and TLS handshake respects the total deadline, and a
+    read waits in slices so a download that was called off stops within :data:`CANCEL_CHECK_S`."""
+
+    def __init__(
+        self, inner: httpcore.NetworkStream, deadline: float, should_stop: typing.Callable[[], bool]
+    ) -> None:
         self._inner = inner
         self._deadline = deadline
+        self._should_stop = should_stop
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _remaining(self._deadline, timeout, httpcore.ReadTimeout))
+        budget = _remaining(self._deadline, timeout, httpcore.ReadTimeout)
+        give_up = time.monotonic() + budget
+        while True:
+            if self._should_stop():
+                raise Canceled()
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise httpcore.ReadTimeout("timed out")
+            try:
+                # A timed-out recv consumed nothing (TLS included), so the read can simply be tried again.
+                return self._inner.read(max_bytes, min(CANCEL_CHECK_S, left))
+            except httpcore.ReadTimeout:
+                continue
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _remaining(self._deadline, timeout, httpcore.WriteTimeout))
@@ -219,13 +252,17 @@ class _DeadlineStream(httpcore.NetworkStream):
         # httpcore passes the URL's hostname here (not the IP we connected to), so SNI and certificate
         # verification still use the name the user gave.
         budget = _remaining(self._deadline, timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, budget), self._deadline)
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, budget), self._deadline, self._should_stop
+        )
 
     def get_extra_info(self, info: str) -> typing.Any:
         return self._inner.get_extra_info(info)
 
 
-def _resolve(host: str, port: int, timeout: float) -> list[str]:
+def _resolve(
+    host: str, port: int, timeout: float, should_stop: typing.Callable[[], bool] = _never
+) -> list[str]:
     """getaddrinfo with a timeout; returns the distinct addresses in resolver order."""
     # getaddrinfo cannot be interrupted, so it runs in a daemon thread we may abandon; a hung resolver then
     # costs one parked thread instead of blocking the worker past its deadline.
@@ -239,7 +276,11 @@ def _resolve(host: str, port: int, timeout: float) -> list[str]:
 
     thread = threading.Thread(target=run, name="videosynth-dns", daemon=True)
     thread.start()
-    thread.join(timeout)
+    give_up = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < give_up:
+        if should_stop():
+            raise Canceled()
+        thread.join(min(CANCEL_CHECK_S, max(0.0, give_up - time.monotonic())))
     if thread.is_alive():
         raise httpcore.ConnectTimeout(f"resolving {host} timed out")
     if "error" in box:
@@ -257,9 +298,12 @@ def _resolve(host: str, port: int, timeout: float) -> list[str]:
 class _GuardedBackend(httpcore.SyncBackend):
     """httpcore backend that checks every address before connecting, then connects to that very address."""
 
-    def __init__(self, *, allow_private: bool, deadline: float) -> None:
+    def __init__(
+        self, *, allow_private: bool, deadline: float, should_stop: typing.Callable[[], bool]
+    ) -> None:
         self._allow_private = allow_private
         self._deadline = deadline
+        self._should_stop = should_stop
 
     def connect_tcp(
         self,
@@ -270,7 +314,7 @@ class _GuardedBackend(httpcore.SyncBackend):
         socket_options: typing.Iterable[typing.Any] | None = None,
     ) -> httpcore.NetworkStream:
         budget = _remaining(self._deadline, timeout, httpcore.ConnectTimeout)
-        addresses = _resolve(host, port, budget)
+        addresses = _resolve(host, port, budget, self._should_stop)
         if not self._allow_private:
             # All of them, not just the first: the OS or a later retry might pick any of the answers.
             for address in addresses:
@@ -279,20 +323,46 @@ class _GuardedBackend(httpcore.SyncBackend):
         last_error: httpcore.ConnectError | None = None
         for address in addresses:
             try:
-                # An IP literal makes create_connection skip DNS, so we connect to the address we checked.
-                stream = super().connect_tcp(
-                    address,
-                    port,
-                    timeout=_remaining(self._deadline, timeout, httpcore.ConnectTimeout),
-                    local_address=local_address,
-                    socket_options=socket_options,
+                # Connecting to the IP literal we checked, never to the name (which could resolve anew).
+                sock = self._connect(
+                    address, port, _remaining(self._deadline, timeout, httpcore.ConnectTimeout)
                 )
             except httpcore.ConnectError as exc:
                 last_error = exc
                 continue
-            return _DeadlineStream(stream, self._deadline)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            return _DeadlineStream(SyncStream(sock), self._deadline, self._should_stop)
         assert last_error is not None
         raise last_error
+
+    def _connect(self, address: str, port: int, timeout: float) -> socket.socket:
+        """A connected blocking socket, waiting in slices so a called-off download stops connecting."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            status = sock.connect_ex((address, port))
+            give_up = time.monotonic() + timeout
+            while status in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                if self._should_stop():
+                    raise Canceled()
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise httpcore.ConnectTimeout("timed out")
+                _, writable, _ = select.select([], [sock], [], min(CANCEL_CHECK_S, left))
+                if writable:
+                    status = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if status == errno.ECONNREFUSED:
+                raise _ConnectionRefused(os.strerror(status))
+            if status != 0:
+                raise httpcore.ConnectError(os.strerror(status))
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
 
 
 class _GuardedTransport(httpx.HTTPTransport):
@@ -329,7 +399,7 @@ def _connection_refused(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, ConnectionRefusedError):
+        if isinstance(current, (ConnectionRefusedError, _ConnectionRefused)):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -389,9 +459,9 @@ def warm_up() -> None:
     Image.init()
 
 
-def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
+def _fetch_http(url: str, policy: FetchPolicy, should_stop: typing.Callable[[], bool]) -> bytes:
     deadline = time.monotonic() + policy.total_timeout
-    backend = _GuardedBackend(allow_private=policy.allow_private, deadline=deadline)
+    backend = _GuardedBackend(allow_private=policy.allow_private, deadline=deadline, should_stop=should_stop)
     transport = _GuardedTransport(backend, _ssl_context())
     timeout = httpx.Timeout(
         connect=policy.connect_timeout,
@@ -461,7 +531,7 @@ def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
                 raise MediaDownloadFailed(f"Failed to download {short}: {reason}") from exc
 
 
-def fetch_media(url: str, policy: FetchPolicy) -> bytes:
+def fetch_media(url: str, policy: FetchPolicy, should_stop: typing.Callable[[], bool] = _never) -> bytes:
     """Return the bytes behind a reference-image URL.
 
     ``http``/``https`` URLs are downloaded under ``policy`` (address check on every hop, at most
@@ -470,7 +540,8 @@ def fetch_media(url: str, policy: FetchPolicy) -> bytes:
 
     Raises ForbiddenAddress, MediaConnectionRefused, MediaTimeout or MediaDownloadFailed (the base of the
     other three; also for other schemes, HTTP errors and too many redirects), InvalidImageSize, or
-    InvalidImageFormat (bad data: URL).
+    InvalidImageFormat (bad data: URL); Canceled within :data:`CANCEL_CHECK_S` of ``should_stop()``
+    turning true.
     """
     text = url.strip() if isinstance(url, str) else ""
     if not text:
@@ -483,4 +554,4 @@ def fetch_media(url: str, policy: FetchPolicy) -> bytes:
         raise MediaDownloadFailed(
             f"Failed to download {_short_url(text)}: unsupported URL scheme, use http, https or data."
         )
-    return _fetch_http(text, policy)
+    return _fetch_http(text, policy, should_stop)

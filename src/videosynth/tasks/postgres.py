@@ -14,9 +14,8 @@ from collections.abc import Collection, Iterator
 from importlib import resources
 from typing import Any
 
-from videosynth.errors import StoreError
 from videosynth.tasks.sqlite import split_statements
-from videosynth.tasks.sqlstore import SqlTaskStore
+from videosynth.tasks.sqlstore import SqlTaskStore, store_unavailable
 
 try:
     import psycopg
@@ -45,7 +44,7 @@ class PostgresTaskStore(SqlTaskStore):
         try:
             return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=10)
         except psycopg.OperationalError as exc:
-            raise StoreError(f"task store unavailable: {exc}") from exc
+            raise store_unavailable(exc) from exc
 
     def _conn(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
@@ -63,7 +62,7 @@ class PostgresTaskStore(SqlTaskStore):
         except psycopg.OperationalError as exc:
             # The connection may be dead (server restart): drop it so the next call reconnects.
             self._local.conn = None
-            raise StoreError(f"task store unavailable: {exc}") from exc
+            raise store_unavailable(exc) from exc
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[Any]]:

@@ -24,8 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from videosynth.errors import StoreError
-from videosynth.tasks.sqlstore import SqlTaskStore
+from videosynth.tasks.sqlstore import SqlTaskStore, store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class SqliteTaskStore(SqlTaskStore):
         try:
             yield self._conn()
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"task store unavailable: {exc}") from exc
+            raise store_unavailable(exc) from exc
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -9,11 +9,12 @@ import abc
 import builtins
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from videosynth.errors import ErrorKind
+from videosynth.errors import ErrorKind, StoreError
 from videosynth.tasks.models import (
     ApiKey,
     CancelOutcome,
@@ -31,6 +32,15 @@ TASK_COLUMNS = (
     " scheduled_time_ms, end_time_ms, error_kind, error_detail, result_key, video_duration_ms, worker_id,"
     " attempts, cancel_requested, legacy_error_code, legacy_error_message"
 )
+log = logging.getLogger(__name__)
+
+
+def store_unavailable(exc: Exception) -> StoreError:
+    """The error for a driver failure: the driver's text (host, file, SQL) goes to the log only."""
+    log.warning("task store unavailable: %s", exc)
+    return StoreError()
+
+
 WORKER_LOST_DETAIL = "The task was interrupted too many times (its worker was lost)."
 
 

@@ -215,7 +215,7 @@ class Worker:
         def fetch_one(index: int, url: str) -> ReferenceImage:
             if should_stop():
                 raise Canceled()
-            data = self._fetch(url, task.account_id)
+            data = self._fetch(url, task.account_id, should_stop)
             # Header checks only: the engine decodes the pixels (once) and reports an undecodable image.
             info = validate_image(data, decode=False)
             path = workdir / f"ref_{index}{info.extension}"
@@ -265,7 +265,7 @@ class Worker:
             time.monotonic() - generated,
         )
 
-    def _fetch(self, url: str, account_id: str) -> bytes:
+    def _fetch(self, url: str, account_id: str, should_stop: Callable[[], bool]) -> bytes:
         if url.lower().startswith("oss://"):
             key = url[len("oss://") :]
             data = None
@@ -275,4 +275,4 @@ class Worker:
             if data is None:
                 raise MediaNotFound()
             return data
-        return fetch_media(url, self.fetch_policy)
+        return fetch_media(url, self.fetch_policy, should_stop)

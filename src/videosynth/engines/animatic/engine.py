@@ -8,6 +8,7 @@ for the look.
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -26,6 +27,8 @@ from videosynth.errors import Canceled, EngineError, VideosynthError
 from videosynth.media.encode import PictureHint, encode_frames
 from videosynth.media.opencv import exact_kernels
 from videosynth.media.validate import decode_failure
+
+log = logging.getLogger(__name__)
 
 # EXIF orientations that swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
@@ -178,7 +181,9 @@ class AnimaticEngine:
             output_path.unlink(missing_ok=True)
             if isinstance(exc, (Canceled, VideosynthError)) or not isinstance(exc, Exception):
                 raise
-            raise EngineError(f"animatic rendering failed: {type(exc).__name__}: {exc}") from exc
+            # The exception's text may name server files: the log gets it, the task the exception's type.
+            log.exception("animatic rendering failed")
+            raise EngineError(f"The animatic could not render the video ({type(exc).__name__}).") from exc
 
     def _generate(
         self, request: GenerationRequest, output_path: Path, on_progress: ProgressCallback
