@@ -318,3 +318,86 @@ def test_15_error_details_are_scrubbed_of_paths_and_errno_markers() -> None:
     assert err.detail == "No space left on device: '<file>'"
     kept = MediaDownloadFailed("Failed to download https://img.example/a/b.png: HTTP 404")
     assert kept.detail == "Failed to download https://img.example/a/b.png: HTTP 404"
+
+
+# ------------------------------------------------------------- 10, 11. upload names and upload races
+
+
+def test_10_an_upload_named_like_a_dot_file_is_swept_like_any_other(live_server: LiveServer) -> None:
+    from videosynth.maintenance import sweep_uploads
+
+    data = _policy(live_server)
+    assert _upload(data, data["upload_dir"] + "/.secret.png").status_code == 200
+    key = "uploads/" + data["upload_dir"] + "/.secret.png"
+    assert key in live_server.storage.list_keys("uploads/")
+    assert sweep_uploads(live_server.storage, time.time() + 4 * 86400) == 1
+    assert live_server.storage.list_keys("uploads/") == []
+
+
+def test_11_concurrent_uploads_of_one_key_have_exactly_one_winner(live_server: LiveServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = _policy(live_server)
+    key = data["upload_dir"] + "/race.png"
+    payloads = [f"client {i}".encode() * 5000 for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda p: _upload(data, key, payload=p), payloads))
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 1 and statuses.count(400) == 15, statuses
+    for a in answers:
+        if a.status_code == 400:
+            assert a.json()["message"] == "The object already exists."
+    winner = payloads[statuses.index(200)]
+    assert live_server.storage.read_bytes("uploads/" + key, 10**7) == winner
+
+
+# ------------------------------------------------------------------------- 14. a full storage disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB filesystem (tmpfs), where this machine lets us mount one."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_14_a_full_disk_leaves_no_partial_file(small_disk: Path, tmp_path: Path) -> None:
+    from videosynth.errors import StorageUnavailable
+    from videosynth.storage.local import LocalStorage
+
+    storage = LocalStorage(small_disk / "store", public_url="http://127.0.0.1:1", secret="s")
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\1" * (2 * 1024 * 1024))
+    with pytest.raises(StorageUnavailable) as info:
+        storage.put_file("results/t-1.mp4", big, "video/mp4")
+    assert info.value.detail is None  # no path, no errno text for the client
+    assert storage.list_keys() == []
+    assert [p for p in (small_disk / "store").rglob("*") if p.is_file()] == []
+    small = tmp_path / "small.mp4"
+    small.write_bytes(b"\2" * 1000)
+    storage.put_file("results/t-2.mp4", small, "video/mp4")  # the space came back
+    assert storage.list_keys() == ["results/t-2.mp4"]
+
+
+def test_14_partial_files_of_killed_puts_are_swept(tmp_path: Path) -> None:
+    import os
+
+    from videosynth.storage.local import PARTIAL_DIR, LocalStorage
+
+    storage = LocalStorage(tmp_path / "store", public_url="http://127.0.0.1:1", secret="s")
+    (tmp_path / "store" / PARTIAL_DIR).mkdir()
+    old, fresh = tmp_path / "store" / PARTIAL_DIR / "put-old", tmp_path / "store" / PARTIAL_DIR / "put-new"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert storage.sweep_partials(3600) == 1
+    assert not old.exists() and fresh.exists()

@@ -158,7 +158,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "100")
             self.end_headers()
             self.wfile.flush()
-            time.sleep(3)
+            time.sleep(20)  # longer than any timeout a test uses; the thread is a daemon
             self.close_connection = True
         else:
             self._send(404)
@@ -183,7 +183,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "1000")
         self.end_headers()
         self.wfile.flush()
-        stop = time.monotonic() + 4
+        stop = time.monotonic() + 20
         self.close_connection = True
         while time.monotonic() < stop:
             self.wfile.write(b"z")
@@ -423,7 +423,9 @@ def test_slow_drip_trips_total_deadline(server: _Server) -> None:
     with pytest.raises(MediaTimeout, match="timeout") as info:
         fetch_media(_url(server, "/slow-drip"), policy)
     elapsed = time.monotonic() - start
-    assert 0.9 <= elapsed < 2.5
+    # The drip goes on for 20 s and every read succeeds; only the 1 s total deadline can end it. The upper
+    # bound leaves a loaded machine room.
+    assert 0.9 <= elapsed < 10
     assert info.value.kind is ErrorKind.MEDIA_TIMEOUT
 
 
@@ -433,7 +435,8 @@ def test_silent_server_is_cut_at_total_deadline_not_read_timeout(server: _Server
     start = time.monotonic()
     with pytest.raises(MediaTimeout):
         fetch_media(_url(server, "/silent"), policy)
-    assert time.monotonic() - start < 2.0
+    # The server is silent for 20 s: a 10 s read timeout would have ended it later than this.
+    assert time.monotonic() - start < 6
 
 
 def test_gzip_content_encoding_is_refused(server: _Server) -> None:
@@ -613,10 +616,8 @@ def test_data_url_over_cap() -> None:
 def test_data_url_size_is_judged_before_decoding() -> None:
     # Invalid base64 would be a format error if it were decoded; the encoded length alone must refuse it.
     huge = "data:image/png;base64," + "!" * 50_000_000
-    start = time.monotonic()
     with pytest.raises(InvalidImageSize):
         parse_data_url(huge, max_bytes=1000)
-    assert time.monotonic() - start < 0.5
 
 
 @pytest.mark.parametrize("path", ["/silent", "/slow-drip"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import warnings
 import zlib
 
@@ -117,10 +116,10 @@ def test_magic_must_agree_with_content() -> None:
 def test_bomb_header_refused_before_decoding() -> None:
     data = _png_header_only(30000, 30000)
     assert len(data) < 200
-    start = time.monotonic()
     with pytest.raises(InvalidImageResolution, match="too many pixels") as info:
         validate_image(data)
-    assert time.monotonic() - start < 0.5
+    # A header-only file: decoding would have failed as a format error, so the resolution error shows the
+    # pixel count was judged first.
     assert "900000000" in info.value.detail
 
 

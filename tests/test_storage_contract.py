@@ -125,3 +125,47 @@ def test_expired_uploads_are_swept(storage: Storage, tmp_path: Path) -> None:
         assert not (storage.root / "uploads/videosynth-instant/acct-1/2026-11-22").exists()
         assert (storage.root / "uploads/videosynth-instant/acct-1").is_dir()
     assert sweep_uploads(storage, now) == 0
+
+
+def test_a_put_without_overwrite_has_exactly_one_winner(storage: Storage, tmp_path: Path) -> None:
+    import threading
+
+    from videosynth.storage.base import ObjectExists
+
+    sources = []
+    for i in range(16):
+        src = tmp_path / f"u{i}.png"
+        src.write_bytes(f"upload {i} ".encode() * 2000)
+        sources.append(src)
+    outcomes: dict[int, str] = {}
+    start = threading.Barrier(len(sources))
+
+    def put(i: int) -> None:
+        start.wait()
+        try:
+            storage.put_file("uploads/one-key.png", sources[i], "image/png", overwrite=False)
+            outcomes[i] = "won"
+        except ObjectExists:
+            outcomes[i] = "exists"
+        except Exception as exc:  # noqa: BLE001 - any other outcome fails the test below
+            outcomes[i] = repr(exc)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(len(sources))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    winners = [i for i, o in outcomes.items() if o == "won"]
+    assert sorted(outcomes.values()).count("exists") == len(sources) - 1, outcomes
+    assert len(winners) == 1
+    assert storage.read_bytes("uploads/one-key.png", 10**6) == sources[winners[0]].read_bytes()
+    with pytest.raises(ObjectExists):
+        storage.put_file("uploads/one-key.png", sources[0], "image/png", overwrite=False)
+    assert storage.list_keys("uploads/") == ["uploads/one-key.png"]
+
+
+def test_dot_files_are_keys_like_any_other(storage: Storage, tmp_path: Path) -> None:
+    src = tmp_path / "v.png"
+    src.write_bytes(b"x" * 100)
+    storage.put_file("uploads/a/.hidden.png", src, "image/png")
+    assert storage.list_keys("uploads/") == ["uploads/a/.hidden.png"]

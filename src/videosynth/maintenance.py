@@ -11,6 +11,7 @@ from videosynth import uploads
 from videosynth.errors import VideosynthError
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
+from videosynth.storage.local import LocalStorage
 from videosynth.tasks.models import MaintenanceReport
 from videosynth.tasks.store import TaskStore
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 EVERY_S = 5.0
 # Listing every upload is not free on S3; once an hour per process is plenty for a 48-72 h rule.
 UPLOAD_SWEEP_EVERY_S = 3600.0
+PARTIAL_MAX_AGE_S = 3600.0
 _last_upload_sweep = [float("-inf")]
 
 
@@ -34,6 +36,11 @@ def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> M
     if time.monotonic() - _last_upload_sweep[0] >= UPLOAD_SWEEP_EVERY_S:
         _last_upload_sweep[0] = time.monotonic()
         sweep_uploads(storage, time.time())
+        if isinstance(storage, LocalStorage):
+            # A put in progress takes seconds; an hour-old partial file belongs to a process that died.
+            removed = storage.sweep_partials(PARTIAL_MAX_AGE_S)
+            if removed:
+                log.info("maintenance: removed %d partial files of interrupted puts", removed)
     _delete_keys(storage, report.purged_result_keys)
     if report.requeued or report.failed_lost or report.timed_out or report.purged_result_keys:
         log.info(

@@ -1,14 +1,26 @@
+"""The storage seam: one Protocol for results, uploads and stored references, and its contract
+(``tests/test_storage_contract.py``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
 
 
+class ObjectExists(Exception):
+    """``put_file(..., overwrite=False)`` found the key taken (possibly by a concurrent put)."""
+
+
 class Storage(Protocol):
     """Result storage. Keys are relative paths such as ``results/2026/11/25/<task_id>.mp4``."""
 
-    def put_file(self, key: str, path: Path, content_type: str) -> None:
-        """Store the file at ``path`` under ``key`` (replacing any previous object)."""
+    def put_file(self, key: str, path: Path, content_type: str, *, overwrite: bool = True) -> None:
+        """Store the file at ``path`` under ``key``; readers see the whole object or none of it.
+
+        With ``overwrite=False`` exactly one of any number of concurrent puts to a new key wins; the others
+        (and any put to an existing key) raise :class:`ObjectExists` and change nothing.
+        Raises :class:`~videosynth.errors.StorageUnavailable` when the object cannot be written (a full
+        disk, a storage server down), leaving nothing behind."""
         ...
 
     def url_for(self, key: str, expires_at_s: int) -> str:

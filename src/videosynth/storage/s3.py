@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from videosynth.errors import InvalidImageSize, StorageUnavailable
+from videosynth.storage.base import ObjectExists
 
 try:
     import boto3
@@ -67,7 +68,26 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def put_file(self, key: str, path: Path, content_type: str) -> None:
+    def put_file(self, key: str, path: Path, content_type: str, *, overwrite: bool = True) -> None:
+        if not overwrite:
+            # A conditional PUT: S3 itself lets exactly one of concurrent creators win (If-None-Match).
+            try:
+                with path.open("rb") as body:
+                    self._client.put_object(
+                        Bucket=self.bucket,
+                        Key=self._key(key),
+                        Body=body,
+                        ContentType=content_type,
+                        IfNoneMatch="*",
+                    )
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status in (409, 412):
+                    raise ObjectExists(key) from exc
+                raise _unavailable("store", key, exc) from exc
+            except BotoCoreError as exc:
+                raise _unavailable("store", key, exc) from exc
+            return
         try:
             self._client.upload_file(
                 str(path),

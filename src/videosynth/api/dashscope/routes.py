@@ -27,7 +27,7 @@ from videosynth.api.dashscope.errors import (
 from videosynth.api.dashscope.uploads import UPLOAD_PATH, policy_data
 from videosynth.api.services import Services, TaskRequest, now_ms
 from videosynth.errors import InvalidRequest, NotCancelable
-from videosynth.storage.base import Storage
+from videosynth.storage.base import ObjectExists, Storage
 from videosynth.tasks.models import CancelOutcome
 
 SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
@@ -163,11 +163,12 @@ def dashscope_router(services: Services) -> APIRouter:
 
 
 def _store_upload(storage: Storage, key: str, upload: UploadFile, content_type: str) -> None:
-    if storage.exists(key):
-        # x-oss-forbid-overwrite: an upload never replaces an earlier one.
-        raise InvalidRequest("The object already exists.")
     with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
         upload.file.seek(0)
         shutil.copyfileobj(upload.file, tmp)
         tmp.flush()
-        storage.put_file(key, Path(tmp.name), content_type)
+        try:
+            # x-oss-forbid-overwrite: an upload never replaces an earlier one, even a concurrent one.
+            storage.put_file(key, Path(tmp.name), content_type, overwrite=False)
+        except ObjectExists:
+            raise InvalidRequest("The object already exists.") from None
