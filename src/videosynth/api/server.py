@@ -10,6 +10,12 @@ later packet, it is parsed as the next request ("Invalid HTTP request received."
 A server may ignore an ``Upgrade`` it does not support (RFC 9110 7.8, RFC 9113 3.1) and answer over
 HTTP/1.1, which is what the client then expects. uvicorn's h11 implementation already does that, so
 only the httptools one needs fixing; WebSocket upgrades keep uvicorn's own handling.
+
+The same protocol bounds a request's head, which httptools does not: at most :data:`MAX_HEAD_BYTES` (a
+larger head gets 431 and the connection is closed before it costs more memory), received within
+:data:`HEAD_TIMEOUT_S` of the connection opening or of the request's first byte (else the connection is
+closed). A connection that never sends anything is closed by the same clock; idle keep-alive connections
+by uvicorn's own ``timeout_keep_alive``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,18 @@ from uvicorn.server import ServerState
 # re-parse, where they would flag the upgrade again).
 _OFFER_HEADERS = frozenset({b"upgrade", b"http2-settings"})
 
+# Far above any real client's head (browsers and SDKs send 1-4 KB; nginx allows 32 KB by default).
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 10.0
+_HEAD_TOO_LARGE_BODY = (
+    b'{"code":"RequestHeaderFieldsTooLarge","message":"The request head is larger than 64 KB."}'
+)
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    + b"content-length: %d\r\n\r\n" % len(_HEAD_TOO_LARGE_BODY)
+    + _HEAD_TOO_LARGE_BODY
+)
+
 
 class UpgradeDecliningHttpToolsProtocol(HttpToolsProtocol):
     """httptools protocol that answers a non-WebSocket ``Upgrade`` request as a plain HTTP/1.1 one."""
@@ -41,6 +59,36 @@ class UpgradeDecliningHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # The head of a declined upgrade request, rebuilt without the offer, waiting to be re-parsed.
         self._declined_head: bytes | None = None
+        # Bytes received while the current request's head was incomplete, and the clock on that head.
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_clock()
+        super().connection_lost(exc)
+
+    def _start_head_clock(self) -> None:
+        if self._head_timer is None:
+            self._head_bytes = 0
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        self.logger.info("closing a connection whose request head took over %.0f s", HEAD_TIMEOUT_S)
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._start_head_clock()
+        super().on_message_begin()
 
     def _new_parser(self) -> httptools.HttpRequestParser:
         parser = httptools.HttpRequestParser(self)
@@ -78,6 +126,7 @@ class UpgradeDecliningHttpToolsProtocol(HttpToolsProtocol):
         return b"".join(lines)
 
     def on_headers_complete(self) -> None:
+        self._stop_head_clock()
         if self._declines_upgrade():
             # No request cycle yet: httptools makes llhttp skip the body of an upgrade request, so
             # the request is only started when its head is re-parsed in data_received.
@@ -114,7 +163,14 @@ class UpgradeDecliningHttpToolsProtocol(HttpToolsProtocol):
                     self.handle_websocket_upgrade()
                 else:
                     self._unsupported_upgrade_warning()
-            return
+            break
+        if self._head_timer is not None and not self.transport.is_closing():
+            # Still inside a head after this packet: everything in it was head.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._stop_head_clock()
+                self.transport.write(_HEAD_TOO_LARGE)
+                self.transport.close()
 
 
 def uvicorn_config(

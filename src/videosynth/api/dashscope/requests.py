@@ -15,7 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from videosynth.catalog import Catalog, ModelSpec
-from videosynth.errors import InvalidRequest, UnsupportedMediaUrl
+from videosynth.errors import InvalidImageSize, InvalidRequest, UnsupportedMediaUrl
+from videosynth.media.fetch import DEFAULT_MAX_BYTES as MAX_REFERENCE_BYTES
 from videosynth.tasks.models import TaskFilter, TaskStatus
 
 SEED_MAX = 2_147_483_647
@@ -36,6 +37,17 @@ class SubmitRequest:
     duration: int
     seed: int | None
     watermark: bool
+
+
+def _check_data_url_size(url: str, index: int) -> None:
+    # Judged from the encoded length (base64: 4 characters per 3 bytes), before anything is decoded or
+    # stored: an oversized reference never gets as far as a task.
+    payload = len(url) - url.index(",") - 1
+    if payload * 3 // 4 > MAX_REFERENCE_BYTES + 2:
+        raise InvalidImageSize(
+            f"Invalid file size. The image file size must be less than {MAX_REFERENCE_BYTES // (1024 * 1024)}MB, "
+            f"input.media[{index}] is a data URL of about {payload * 3 // 4} bytes."
+        )
 
 
 def _missing(name: str) -> InvalidRequest:
@@ -127,10 +139,12 @@ def parse_submit(body: Any, catalog: Catalog, *, resolve_oss: bool) -> SubmitReq
         lower = url[:16].lower()
         if not lower.startswith(URL_SCHEMES):
             raise UnsupportedMediaUrl()
-        if lower.startswith("data:") and not DATA_URL.match(url[:64]):
-            raise InvalidRequest(
-                f"input.media[{i}].url: a data URL must be data:image/jpeg|png|webp;base64,<data>."
-            )
+        if lower.startswith("data:"):
+            if not DATA_URL.match(url[:64]):
+                raise InvalidRequest(
+                    f"input.media[{i}].url: a data URL must be data:image/jpeg|png|webp;base64,<data>."
+                )
+            _check_data_url_size(url, i)
         if lower.startswith("oss://") and not resolve_oss:
             raise UnsupportedMediaUrl()
         urls.append(url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -11,9 +10,9 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from videosynth import uploads
+from videosynth.api.bodies import read_capped
 from videosynth.api.dashscope import requests as wire_requests
 from videosynth.api.dashscope import responses
 from videosynth.api.dashscope.errors import (
@@ -24,7 +23,7 @@ from videosynth.api.dashscope.errors import (
     json_response,
     request_id,
 )
-from videosynth.api.dashscope.uploads import UPLOAD_PATH, policy_data
+from videosynth.api.dashscope.uploads import UPLOAD_PATH, policy_data, receive_upload
 from videosynth.api.services import Services, TaskRequest, now_ms
 from videosynth.errors import InvalidRequest, NotCancelable
 from videosynth.storage.base import ObjectExists, Storage
@@ -35,8 +34,7 @@ SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
 
-def _body_too_large() -> InvalidRequest:
-    return InvalidRequest(f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB.")
+BODY_TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB."
 
 
 def dashscope_router(services: Services) -> APIRouter:
@@ -50,12 +48,7 @@ def dashscope_router(services: Services) -> APIRouter:
         key = await auth.authenticate(request.headers.get("authorization"))
         if request.headers.get("x-dashscope-async", "").strip().lower() != "enable":
             raise WireRefusal(ASYNC_REQUIRED.status, ASYNC_REQUIRED.code, ASYNC_REQUIRED.message)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise _body_too_large()
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise _body_too_large()
+        raw = await read_capped(request, MAX_BODY_BYTES, BODY_TOO_LARGE)
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting past ~970 levels
@@ -120,39 +113,17 @@ def dashscope_router(services: Services) -> APIRouter:
 
     @router.post(UPLOAD_PATH)
     async def upload_file(request: Request) -> Response:
-        too_big = InvalidRequest(
-            f"Invalid file size. The file size must be less than {uploads.MAX_FILE_MB}MB."
-        )
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > (uploads.MAX_FILE_MB + 1) * 1024 * 1024:
-            raise too_big
-        try:
-            form = await request.form(max_files=1, max_fields=20)
-        except Exception:  # noqa: BLE001 - malformed multipart bodies are the client's problem, not a 500
-            raise WireRefusal(BODY_INVALID.status, BODY_INVALID.code, BODY_INVALID.message) from None
-        try:
-            policy = uploads.verify(
-                services.upload_secret,
-                str(form.get("policy") or ""),
-                str(form.get("Signature") or ""),
-                time.time(),
-            )
-            if policy is None:
-                raise WireRefusal(
-                    403, "AccessDenied", "Invalid according to Policy: Policy expired or signature mismatch."
-                )
-            object_key = str(form.get("key") or "")
-            upload = form.get("file")
-            if not uploads.key_in_dir(object_key, policy.upload_dir) or not isinstance(upload, UploadFile):
-                raise InvalidRequest("The form needs a key inside the policy's upload_dir and a file.")
-            if upload.size is not None and upload.size > policy.max_bytes:
-                raise too_big
-            content_type = str(form.get("x-oss-content-type") or "application/octet-stream")
+        with tempfile.TemporaryDirectory(prefix="videosynth-upload-") as scratch:
+            received = await receive_upload(request, services.upload_secret, Path(scratch))
+            assert received.file is not None
+            content_type = received.fields.get("x-oss-content-type") or "application/octet-stream"
             await run_in_threadpool(
-                _store_upload, storage, uploads.STORAGE_PREFIX + object_key, upload, content_type
+                _store_upload,
+                storage,
+                uploads.STORAGE_PREFIX + received.object_key,
+                received.file,
+                content_type,
             )
-        finally:
-            await form.close()
         return Response(status_code=200)
 
     @router.get("/api/v1/models")
@@ -162,13 +133,9 @@ def dashscope_router(services: Services) -> APIRouter:
     return router
 
 
-def _store_upload(storage: Storage, key: str, upload: UploadFile, content_type: str) -> None:
-    with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
-        upload.file.seek(0)
-        shutil.copyfileobj(upload.file, tmp)
-        tmp.flush()
-        try:
-            # x-oss-forbid-overwrite: an upload never replaces an earlier one, even a concurrent one.
-            storage.put_file(key, Path(tmp.name), content_type, overwrite=False)
-        except ObjectExists:
-            raise InvalidRequest("The object already exists.") from None
+def _store_upload(storage: Storage, key: str, path: Path, content_type: str) -> None:
+    try:
+        # x-oss-forbid-overwrite: an upload never replaces an earlier one, even a concurrent one.
+        storage.put_file(key, path, content_type, overwrite=False)
+    except ObjectExists:
+        raise InvalidRequest("The object already exists.") from None
