@@ -131,6 +131,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    detail: str
 
 
 def run_wrk(wrk: str, script: Path, url: str, args: argparse.Namespace, duration: float) -> WrkResult:
@@ -144,7 +145,8 @@ def run_wrk(wrk: str, script: Path, url: str, args: argparse.Namespace, duration
         raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
     r = json.loads(line[len("WRKJSON ") :])
     errors = r["status"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
-    return WrkResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000, errors)
+    detail = ", ".join(f"{k} {r[k]}" for k in ("status", "connect", "read", "write", "timeout") if r[k])
+    return WrkResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000, errors, detail)
 
 
 @contextlib.contextmanager
@@ -193,6 +195,20 @@ def count(base: str, headers: dict[str, str], status: str) -> int:
     r = requests.get(f"{base}/api/v1/tasks", params={"status": status, "page_size": 1}, headers=headers, timeout=30)
     r.raise_for_status()
     return int(r.json()["total"])
+
+
+def open_resources(pid: int, database_url: str) -> str:
+    """The server process's open file descriptors, and its PostgreSQL connections where it has any."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    if not database_url.startswith("postgresql"):
+        return f"{fds} open fds"
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return f"{fds} open fds, {row[0] if row else '?'} PostgreSQL connections"
 
 
 def shape(value: object) -> object:
@@ -273,10 +289,14 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
                     finished = count(urls["ours"], headers, "SUCCEEDED") - before
                     results.setdefault((kind, app), []).append(result)
                     if result.errors:
-                        raise SystemExit(f"{kind} {app}: {result.errors} errors or non-2xx answers under load")
+                        raise SystemExit(
+                            f"{kind} {app}: {result.errors} failed requests under load ({result.detail}; status ="
+                            " non-2xx/3xx answers, timeout = none within 10 s)"
+                        )
                     print(
                         f"  {kind:6} pair {pair + 1} {app:4}: {result.rps:7.0f} req/s  p50 {result.p50_ms:6.2f} ms"
-                        f"  p99 {result.p99_ms:6.2f} ms   worker finished {finished} tasks during the run",
+                        f"  p99 {result.p99_ms:6.2f} ms   worker finished {finished:2d} tasks during the run;"
+                        f" ours: {open_resources(ours.pid, database_url)}",
                         flush=True,
                     )
         time.sleep(5)
@@ -310,6 +330,9 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
                 f" (target >= {target}: {'met' if ratio >= target else 'NOT met'}),"
                 f" p50 {statistics.median(p50s):.2f}x, p99 {statistics.median(p99s):.2f}x"
             )
+    except BaseException:
+        print(f"--- {ours_log.name} (tail)\n{ours_log.read_text()[-4000:]}", flush=True)
+        raise
     finally:
         stop(bare)
         stop(ours)
@@ -353,7 +376,18 @@ def main() -> int:
                 sys.path.insert(0, str(ROOT / "tests"))
                 from services import PostgresCluster, fresh_database
 
-                cluster = PostgresCluster()
+                class Cluster(PostgresCluster):
+                    def start(self) -> None:
+                        # As the tests' cluster (fsync off), but with room for the server's leaked connections
+                        # (see `connections` in the output): the tests' 200 run out after ~5 runs of ours.
+                        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")  # fmt: skip
+                        opts = (
+                            f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.root} -c fsync=off"
+                            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=1000"
+                        )
+                        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts, "-w", "start")  # fmt: skip
+
+                cluster = Cluster()
                 cluster.start()
                 try:
                     bench_store(store, fresh_database(cluster), run_dir, f"{img_base}/ref.jpg", wrk, args)
