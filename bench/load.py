@@ -132,21 +132,34 @@ class WrkResult:
     p99_ms: float
     errors: int
     detail: str
+    cpu_us: float = 0.0  # the server process's CPU time (user + system, its own threads only) per request
 
 
-def run_wrk(wrk: str, script: Path, url: str, args: argparse.Namespace, duration: float) -> WrkResult:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process itself (all its threads, not its children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(
+    wrk: str, script: Path, url: str, args: argparse.Namespace, duration: float, pid: int | None = None
+) -> WrkResult:
     cmd = [
         wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s", "--timeout", "10s",
         "-s", str(script), url,
     ]  # fmt: skip
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
     line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if out.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({out.returncode}): {out.stdout}\n{out.stderr}")
     r = json.loads(line[len("WRKJSON ") :])
     errors = r["status"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
     detail = ", ".join(f"{k} {r[k]}" for k in ("status", "connect", "read", "write", "timeout") if r[k])
-    return WrkResult(r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000, errors, detail)
+    rps = r["requests"] / (r["duration_us"] / 1e6)
+    cpu_us = cpu / max(1, r["requests"]) * 1e6
+    return WrkResult(rps, r["p50_us"] / 1000, r["p99_us"] / 1000, errors, detail, cpu_us)
 
 
 @contextlib.contextmanager
@@ -278,6 +291,7 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
         scripts["submit"].write_text(submit_lua(json.dumps(body, ensure_ascii=False), key))
         scripts["query"].write_text(query_lua(ids, key))
         paths = {"submit": SUBMIT, "query": f"/api/v1/tasks/{ids[0]}"}
+        pids = {"ours": ours.pid, "bare": bare.pid}
         results: dict[tuple[str, str], list[WrkResult]] = {}
         for kind in ("submit", "query"):
             for app in ("bare", "ours"):  # warm-up, unmeasured
@@ -285,7 +299,7 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
             for pair in range(args.pairs):
                 for app in ("bare", "ours"):
                     before = count(urls["ours"], headers, "SUCCEEDED")
-                    result = run_wrk(wrk, scripts[kind], urls[app] + paths[kind], args, args.duration)
+                    result = run_wrk(wrk, scripts[kind], urls[app] + paths[kind], args, args.duration, pids[app])
                     finished = count(urls["ours"], headers, "SUCCEEDED") - before
                     results.setdefault((kind, app), []).append(result)
                     if result.errors:
@@ -295,7 +309,7 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
                         )
                     print(
                         f"  {kind:6} pair {pair + 1} {app:4}: {result.rps:7.0f} req/s  p50 {result.p50_ms:6.2f} ms"
-                        f"  p99 {result.p99_ms:6.2f} ms   worker finished {finished:2d} tasks during the run;"
+                        f"  p99 {result.p99_ms:6.2f} ms  cpu {result.cpu_us:5.0f} us/req   worker finished {finished:2d} tasks during the run;"
                         f" ours: {open_resources(ours.pid, database_url)}",
                         flush=True,
                     )
@@ -312,23 +326,26 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
             raise SystemExit("the embedded worker is not finishing tasks")
 
         print(f"\n{store}: medians of {args.pairs} pairs, wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
-        print(f"{'endpoint':8} {'app':5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'endpoint':8} {'app':5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18}")
         for kind in ("submit", "query"):
             bare_runs, ours_runs = results[(kind, "bare")], results[(kind, "ours")]
             for app, runs in (("bare", bare_runs), ("ours", ours_runs)):
                 print(
                     f"{kind:8} {app:5} {statistics.median(r.rps for r in runs):8.0f}"
                     f" {statistics.median(r.p50_ms for r in runs):8.2f} {statistics.median(r.p99_ms for r in runs):8.2f}"
+                    f" {statistics.median(r.cpu_us for r in runs):18.0f}"
                 )
             ratios = [o.rps / b.rps for o, b in zip(ours_runs, bare_runs, strict=True)]
             p50s = [o.p50_ms / b.p50_ms for o, b in zip(ours_runs, bare_runs, strict=True)]
             p99s = [o.p99_ms / b.p99_ms for o, b in zip(ours_runs, bare_runs, strict=True)]
+            cpus = [o.cpu_us / b.cpu_us for o, b in zip(ours_runs, bare_runs, strict=True) if b.cpu_us]
             target = TARGETS[store][kind]
             ratio = statistics.median(ratios)
             print(
                 f"{kind:8} ours/bare: req/s {ratio:.2f} [{' '.join(f'{r:.2f}' for r in ratios)}]"
                 f" (target >= {target}: {'met' if ratio >= target else 'NOT met'}),"
-                f" p50 {statistics.median(p50s):.2f}x, p99 {statistics.median(p99s):.2f}x"
+                f" p50 {statistics.median(p50s):.2f}x, p99 {statistics.median(p99s):.2f}x,"
+                f" server CPU per request {statistics.median(cpus) if cpus else float('nan'):.2f}x"
             )
     except BaseException:
         print(f"--- {ours_log.name} (tail)\n{ours_log.read_text()[-4000:]}", flush=True)
