@@ -133,6 +133,7 @@ class WrkResult:
     errors: int
     detail: str
     cpu_us: float = 0.0  # the server process's CPU time (user + system, its own threads only) per request
+    requests: int = 0  # answered requests (all 2xx, or the run fails)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -159,7 +160,7 @@ def run_wrk(
     detail = ", ".join(f"{k} {r[k]}" for k in ("status", "connect", "read", "write", "timeout") if r[k])
     rps = r["requests"] / (r["duration_us"] / 1e6)
     cpu_us = cpu / max(1, r["requests"]) * 1e6
-    return WrkResult(rps, r["p50_us"] / 1000, r["p99_us"] / 1000, errors, detail, cpu_us)
+    return WrkResult(rps, r["p50_us"] / 1000, r["p99_us"] / 1000, errors, detail, cpu_us, r["requests"])
 
 
 @contextlib.contextmanager
@@ -204,8 +205,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def count(base: str, headers: dict[str, str], status: str) -> int:
-    r = requests.get(f"{base}/api/v1/tasks", params={"status": status, "page_size": 1}, headers=headers, timeout=30)
+def count(base: str, headers: dict[str, str], status: str | None) -> int:
+    params: dict[str, str | int] = {"page_size": 1, **({"status": status} if status else {})}
+    r = requests.get(f"{base}/api/v1/tasks", params=params, headers=headers, timeout=30)
     r.raise_for_status()
     return int(r.json()["total"])
 
@@ -293,15 +295,21 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
         paths = {"submit": SUBMIT, "query": f"/api/v1/tasks/{ids[0]}"}
         pids = {"ours": ours.pid, "bare": bare.pid}
         results: dict[tuple[str, str], list[WrkResult]] = {}
+        tasks_before = count(urls["ours"], headers, None)
+        answered_submits = 0
         for kind in ("submit", "query"):
             for app in ("bare", "ours"):  # warm-up, unmeasured
-                run_wrk(wrk, scripts[kind], urls[app] + paths[kind], args, min(2.0, args.duration))
+                warm = run_wrk(wrk, scripts[kind], urls[app] + paths[kind], args, min(2.0, args.duration))
+                if (kind, app) == ("submit", "ours"):
+                    answered_submits += warm.requests
             for pair in range(args.pairs):
                 for app in ("bare", "ours"):
                     before = count(urls["ours"], headers, "SUCCEEDED")
                     result = run_wrk(wrk, scripts[kind], urls[app] + paths[kind], args, args.duration, pids[app])
                     finished = count(urls["ours"], headers, "SUCCEEDED") - before
                     results.setdefault((kind, app), []).append(result)
+                    if (kind, app) == ("submit", "ours"):
+                        answered_submits += result.requests
                     if result.errors:
                         raise SystemExit(
                             f"{kind} {app}: {result.errors} failed requests under load ({result.detail}; status ="
@@ -309,10 +317,16 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
                         )
                     print(
                         f"  {kind:6} pair {pair + 1} {app:4}: {result.rps:7.0f} req/s  p50 {result.p50_ms:6.2f} ms"
-                        f"  p99 {result.p99_ms:6.2f} ms  cpu {result.cpu_us:5.0f} us/req   worker finished {finished:2d} tasks during the run;"
-                        f" ours: {open_resources(ours.pid, database_url)}",
+                        f"  p99 {result.p99_ms:6.2f} ms  cpu {result.cpu_us:5.0f} us/req   worker finished"
+                        f" {finished:2d} tasks during the run; ours: {open_resources(ours.pid, database_url)}",
                         flush=True,
                     )
+        # Every answered submit must be in the store (wrk does not count requests cut off at its end, which
+        # the server may still have stored, so there can be a few more).
+        stored = count(urls["ours"], headers, None) - tasks_before
+        print(f"  submits: {answered_submits} answered 200 under load, {stored} stored")
+        if stored < answered_submits:
+            raise SystemExit("answered submits are missing from the store")
         time.sleep(5)
         after = count(urls["ours"], headers, "SUCCEEDED")
         time.sleep(5)
