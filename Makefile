@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test check bench bench-queue system-deps clean
+.PHONY: install run test check bench bench-queue bench-load system-deps clean
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 install: $(VENV)/.installed
@@ -47,6 +47,10 @@ bench: install
 
 bench-queue: install system-deps
 	$(BIN)/python bench/queue.py
+
+# Installs wrk (apt-get) if missing.
+bench-load: install system-deps
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info src/*.egg-info
