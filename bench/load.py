@@ -98,7 +98,13 @@ def submit_body(img_url: str) -> dict[str, object]:
     return {
         "model": "happyhorse-1.1-r2v",
         "input": {"prompt": PROMPT, "media": [{"type": "reference_image", "url": img_url}]},
-        "parameters": {"resolution": "720P", "ratio": "16:9", "duration": 3, "watermark": False, "seed": 12345},
+        "parameters": {
+            "resolution": "720P",
+            "ratio": "16:9",
+            "duration": 3,
+            "watermark": False,
+            "seed": 12345,
+        },
     }
 
 
@@ -146,9 +152,16 @@ def run_wrk(
     wrk: str, script: Path, url: str, args: argparse.Namespace, duration: float, pid: int | None = None
 ) -> WrkResult:
     cmd = [
-        wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s", "--timeout", "10s",
-        "-s", str(script), url,
-    ]  # fmt: skip
+        wrk,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{duration:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
     cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
@@ -233,7 +246,9 @@ def shape(value: object) -> object:
     return type(value).__name__
 
 
-def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str, args: argparse.Namespace) -> None:
+def bench_store(
+    store: str, database_url: str, tmp: Path, img_url: str, wrk: str, args: argparse.Namespace
+) -> None:
     key = "sk-" + os.urandom(24).hex()  # the shape of a real key
     ours_port, bare_port = free_port(), free_port()
     env = {
@@ -248,20 +263,28 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
     }
     bin_dir = Path(sys.executable).parent
     ours_log, bare_log = tmp / f"{store}-server.log", tmp / f"{store}-bare.log"
-    ours = subprocess.Popen(
-        [str(bin_dir / "videosynth"), "serve", "--port", str(ours_port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(ours_log, "wb"),
-    )  # fmt: skip
-    bare = subprocess.Popen(
-        [sys.executable, str(BENCH / "load_bare.py"), "--port", str(bare_port)],
-        stdout=subprocess.DEVNULL, stderr=open(bare_log, "wb"),
-    )  # fmt: skip
+    with open(ours_log, "wb") as ours_err, open(bare_log, "wb") as bare_err:
+        # The children hold their own copies of the log descriptors, so ours can close here.
+        ours = subprocess.Popen(
+            [str(bin_dir / "videosynth"), "serve", "--port", str(ours_port), "--log-level", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=ours_err,
+        )
+        bare = subprocess.Popen(
+            [sys.executable, str(BENCH / "load_bare.py"), "--port", str(bare_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=bare_err,
+        )
     urls = {"ours": f"http://127.0.0.1:{ours_port}", "bare": f"http://127.0.0.1:{bare_port}"}
     headers = {"Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"}
     try:
         wait_healthy(urls["ours"], ours, ours_log)
         wait_healthy(urls["bare"], bare, bare_log)
-        print(f"\n== {store}: ours pid {ours.pid} ({urls['ours']}), bare pid {bare.pid} ({urls['bare']})", flush=True)
+        print(
+            f"\n== {store}: ours pid {ours.pid} ({urls['ours']}), bare pid {bare.pid} ({urls['bare']})",
+            flush=True,
+        )
         body = submit_body(img_url)
         ids = []
         for _ in range(QUERY_TASKS):
@@ -272,7 +295,9 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
         answers: dict[str, dict[str, object]] = {}
         while len(answers) < len(ids):
             for task_id in ids:
-                out = requests.get(f"{urls['ours']}/api/v1/tasks/{task_id}", headers=headers, timeout=30).json()
+                out = requests.get(
+                    f"{urls['ours']}/api/v1/tasks/{task_id}", headers=headers, timeout=30
+                ).json()
                 status = out["output"]["task_status"]
                 if status == "SUCCEEDED":
                     answers[task_id] = out
@@ -287,7 +312,9 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
         bare_query = requests.get(f"{urls['bare']}/api/v1/tasks/{ids[0]}", headers=headers, timeout=30).json()
         assert shape(bare_submit) == shape(ours_submit), (bare_submit, ours_submit)
         assert shape(bare_query) == shape(answers[ids[0]]), (bare_query, answers[ids[0]])
-        print(f"query body: ours {len(json.dumps(answers[ids[0]]))} B, bare {len(json.dumps(bare_query))} B (JSON)")
+        print(
+            f"query body: ours {len(json.dumps(answers[ids[0]]))} B, bare {len(json.dumps(bare_query))} B (JSON)"
+        )
 
         scripts = {"submit": tmp / "submit.lua", "query": tmp / "query.lua"}
         scripts["submit"].write_text(submit_lua(json.dumps(body, ensure_ascii=False), key))
@@ -305,7 +332,9 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
             for pair in range(args.pairs):
                 for app in ("bare", "ours"):
                     before = count(urls["ours"], headers, "SUCCEEDED")
-                    result = run_wrk(wrk, scripts[kind], urls[app] + paths[kind], args, args.duration, pids[app])
+                    result = run_wrk(
+                        wrk, scripts[kind], urls[app] + paths[kind], args, args.duration, pids[app]
+                    )
                     finished = count(urls["ours"], headers, "SUCCEEDED") - before
                     results.setdefault((kind, app), []).append(result)
                     if (kind, app) == ("submit", "ours"):
@@ -339,14 +368,17 @@ def bench_store(store: str, database_url: str, tmp: Path, img_url: str, wrk: str
         if succeeded - after <= 0 or failed:
             raise SystemExit("the embedded worker is not finishing tasks")
 
-        print(f"\n{store}: medians of {args.pairs} pairs, wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s")
+        print(
+            f"\n{store}: medians of {args.pairs} pairs, wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
+        )
         print(f"{'endpoint':8} {'app':5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18}")
         for kind in ("submit", "query"):
             bare_runs, ours_runs = results[(kind, "bare")], results[(kind, "ours")]
             for app, runs in (("bare", bare_runs), ("ours", ours_runs)):
                 print(
                     f"{kind:8} {app:5} {statistics.median(r.rps for r in runs):8.0f}"
-                    f" {statistics.median(r.p50_ms for r in runs):8.2f} {statistics.median(r.p99_ms for r in runs):8.2f}"
+                    f" {statistics.median(r.p50_ms for r in runs):8.2f}"
+                    f" {statistics.median(r.p99_ms for r in runs):8.2f}"
                     f" {statistics.median(r.cpu_us for r in runs):18.0f}"
                 )
             ratios = [o.rps / b.rps for o, b in zip(ours_runs, bare_runs, strict=True)]
@@ -388,7 +420,11 @@ def main() -> int:
     wrk = ensure_wrk()
     wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         "?",
     )
     print(f"machine: {os.cpu_count()} cores ({cpu}); {wrk_version.split(' Copyright')[0]}")
@@ -402,7 +438,9 @@ def main() -> int:
                 run_dir = tmp / store
                 run_dir.mkdir()
                 if store == "sqlite":
-                    bench_store(store, f"sqlite:///{run_dir / 'db.sqlite'}", run_dir, f"{img_base}/ref.jpg", wrk, args)
+                    bench_store(
+                        store, f"sqlite:///{run_dir / 'db.sqlite'}", run_dir, f"{img_base}/ref.jpg", wrk, args
+                    )
                     continue
                 sys.path.insert(0, str(ROOT / "tests"))
                 from services import PostgresCluster, fresh_database
@@ -411,12 +449,32 @@ def main() -> int:
                     def start(self) -> None:
                         # As the tests' cluster (fsync off), but with room for the server's leaked connections
                         # (see `connections` in the output): the tests' 200 run out after ~5 runs of ours.
-                        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")  # fmt: skip
+                        self._run(
+                            str(self.bin / "initdb"),
+                            "-D",
+                            str(self.data),
+                            "-U",
+                            self.user,
+                            "--auth=trust",
+                            "-E",
+                            "UTF8",
+                            "--no-sync",
+                        )
                         opts = (
                             f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.root} -c fsync=off"
                             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=1000"
                         )
-                        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts, "-w", "start")  # fmt: skip
+                        self._run(
+                            str(self.bin / "pg_ctl"),
+                            "-D",
+                            str(self.data),
+                            "-l",
+                            str(self.root / "log"),
+                            "-o",
+                            opts,
+                            "-w",
+                            "start",
+                        )
 
                 cluster = Cluster()
                 cluster.start()

@@ -89,6 +89,22 @@ def test_create_get_and_claim_roundtrip(store: TaskStore) -> None:
     assert store.claim("w2", 2000, LEASE) is None
 
 
+def test_get_many_reads_what_get_reads(store: TaskStore) -> None:
+    tasks = [new_task(1000 + i) for i in range(3)]
+    store.create_many(tasks)
+    store.claim("w1", 2000, LEASE)
+    ids = [t.task_id for t in tasks]
+    # Duplicates and unknown ids are asked for as a burst of polls would ask for them.
+    found = store.get_many([*ids, ids[0], "missing"])
+    assert set(found) == set(ids)
+    for task_id in ids:
+        assert found[task_id] == store.get(task_id)
+    assert store.get_many([]) == {}
+    many = [new_task(5000 + i) for i in range(1200)]
+    store.create_many(many)
+    assert len(store.get_many([t.task_id for t in many])) == 1200
+
+
 def test_claim_is_fifo_and_filters_models(store: TaskStore) -> None:
     a, b, c = new_task(3), new_task(1, model="other"), new_task(2)
     for t in (a, b, c):
@@ -353,3 +369,20 @@ def test_sqlite_without_a_doorbell_falls_back_to_polling(tmp_path: Path) -> None
     store.wait_for_work(0.01)  # nor waiting: it sleeps
     assert store.claim("w1", 2, LEASE) is not None
     store.close()
+
+
+def test_connections_of_finished_threads_are_closed(store: TaskStore) -> None:
+    import gc
+
+    conns = store._conns  # type: ignore[attr-defined]
+    store.get("warm-up")
+    before = conns.open_count()
+    threads = [threading.Thread(target=store.get, args=(f"t{i}",)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    gc.collect()
+    # Every pool thread that retired took its connection with it (before: 20 leaked per burst).
+    assert conns.open_count() == before
+    assert store.get("still-works") is None

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videosynth import __version__
@@ -28,7 +27,7 @@ from videosynth.tasks.store import TaskStore
 def create_app(*, settings: Settings, store: TaskStore, storage: Storage, catalog: Catalog) -> FastAPI:
     app = FastAPI(title="videosynth", version=__version__, docs_url="/docs", redoc_url=None)
     services = Services(settings=settings, store=store, storage=storage, catalog=catalog)
-    app.include_router(dashscope.dashscope_router(services))
+    app.router.routes.extend(dashscope.dashscope_routes(services))
     if isinstance(storage, LocalStorage):
         app.include_router(files_router(storage))
 
@@ -36,7 +35,7 @@ def create_app(*, settings: Settings, store: TaskStore, storage: Storage, catalo
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
-    async def unrouted(request: Request, exc: Exception) -> JSONResponse:
+    async def unrouted(request: Request, exc: Exception) -> Response:
         # Only one dialect so far: everything that matched no route answers in DashScope's shape.
         return dashscope.render_exception(request, exc)
 

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
+import time
+from collections.abc import Callable
 
+from videosynth.api.storecalls import StoreCalls
 from videosynth.apikeys import hash_key
 from videosynth.errors import MissingApiKey, UnknownApiKey
 from videosynth.tasks.models import ApiKey
-from videosynth.tasks.store import TaskStore
+
+#: How long a found key is trusted without asking the store again: a revoked key stops working within this,
+#: on every replica, since each keeps its own cache.
+KEY_TTL_S = 1.0
+_MAX_CACHED_KEYS = 10_000
 
 
 class Authenticator:
-    def __init__(self, store: TaskStore) -> None:
-        self._store = store
+    """Finds the active key for a token. Keys found are remembered for :data:`KEY_TTL_S`: the store lookup
+    (and on PostgreSQL its round trip) is most of the cost of an authenticated poll. Unknown tokens are
+    never remembered, so a key created a moment ago works at once."""
+
+    def __init__(self, calls: StoreCalls, clock: Callable[[], float] = time.monotonic) -> None:
+        self._calls = calls
+        self._clock = clock
+        self._cache: dict[str, tuple[float, ApiKey]] = {}
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
         """The active key named by an ``Authorization: Bearer <key>`` header value."""
@@ -20,7 +32,16 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise MissingApiKey()
-        key = await run_in_threadpool(self._store.find_key, hash_key(token))
+        digest = hash_key(token)
+        now = self._clock()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        key = await self._calls.read(self._calls.store.find_key, digest)
         if key is None:
+            self._cache.pop(digest, None)
             raise UnknownApiKey()
+        if len(self._cache) >= _MAX_CACHED_KEYS:
+            self._cache.clear()  # many distinct keys at once: start over rather than grow
+        self._cache[digest] = (now + KEY_TTL_S, key)
         return key

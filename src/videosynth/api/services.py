@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import secrets
 import time
-import uuid
 from dataclasses import dataclass
-
-from starlette.concurrency import run_in_threadpool
 
 from videosynth import sizes
 from videosynth.api.auth import Authenticator
+from videosynth.api.storecalls import StoreCalls
 from videosynth.catalog import Catalog, ModelSpec
+from videosynth.ids import uuid4_text
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.tasks.models import ApiKey, GenerationParams, NewTask, Task
@@ -19,6 +18,7 @@ from videosynth.tasks.store import TaskStore
 
 SEED_MAX = 2_147_483_647
 UPLOAD_SECRET = "upload-policy"
+_MAX_CACHED_LINKS = 10_000
 
 
 def now_ms() -> int:
@@ -45,14 +45,16 @@ class Services:
         self.store = store
         self.storage = storage
         self.catalog = catalog
-        self.auth = Authenticator(store)
+        self.calls = StoreCalls(store)
+        self.auth = Authenticator(self.calls)
+        self._links: dict[tuple[str, int], str] = {}
         self.upload_secret = store.get_or_create_secret(UPLOAD_SECRET, lambda: secrets.token_urlsafe(32))
 
     async def create_task(self, key: ApiKey, request_id: str, req: TaskRequest) -> NewTask:
         """Store a new PENDING task; when this returns, the task is durable."""
         width, height = sizes.frame_size(req.resolution, req.ratio)
         task = NewTask(
-            task_id=str(uuid.uuid4()),
+            task_id=uuid4_text(),
             account_id=key.account_id,
             api_key_id=key.key_id,
             request_id=request_id,
@@ -71,11 +73,20 @@ class Services:
             ),
             submit_time_ms=now_ms(),
         )
-        await run_in_threadpool(self.store.create, task)
+        await self.calls.create(task)
         return task
 
     def result_link(self, task: Task) -> str | None:
         if not task.result_key or task.end_time_ms is None:
             return None
         # Signed from the finish time, so every poll returns the same link and it lives as long as the task.
-        return self.storage.url_for(task.result_key, task.end_time_ms // 1000 + self.settings.url_ttl_seconds)
+        expires = task.end_time_ms // 1000 + self.settings.url_ttl_seconds
+        cached = self._links.get((task.result_key, expires))
+        if cached is None:
+            cached = self.storage.url_for(task.result_key, expires)
+            if len(self._links) >= _MAX_CACHED_LINKS:
+                self._links.clear()
+            # The same key and expiry always sign to a link that works until that expiry: signing it once
+            # per poll (HMAC, or SigV4 on S3) is the largest part of answering for a finished task.
+            self._links[(task.result_key, expires)] = cached
+        return cached

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
 from videosynth.tasks.sqlite import split_statements
-from videosynth.tasks.sqlstore import SqlTaskStore, store_unavailable
+from videosynth.tasks.sqlstore import SqlTaskStore, ThreadConnections, store_unavailable
 
 try:
     import psycopg
@@ -32,11 +32,16 @@ ACCOUNT_LOCK_SPACE = 0x7669_0001
 MAINTENANCE_LOCK_SPACE = 0x7669_0002
 
 
+def _close(conn: psycopg.Connection[Any]) -> None:
+    conn.close()
+
+
 class PostgresTaskStore(SqlTaskStore):
+    inline_reads = False
+
     def __init__(self, url: str) -> None:
         self.url = url
-        self._local = threading.local()
-        self._all: list[psycopg.Connection[Any]] = []
+        self._conns: ThreadConnections[psycopg.Connection[Any]] = ThreadConnections(self._connect, _close)
         self._lock = threading.Lock()
         self._listener: psycopg.Connection[Any] | None = None
 
@@ -47,13 +52,7 @@ class PostgresTaskStore(SqlTaskStore):
             raise store_unavailable(exc) from exc
 
     def _conn(self) -> psycopg.Connection[Any]:
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        return self._conns.get(lambda conn: not conn.closed)
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[psycopg.Connection[Any]]:
@@ -61,7 +60,7 @@ class PostgresTaskStore(SqlTaskStore):
             yield self._conn()
         except psycopg.OperationalError as exc:
             # The connection may be dead (server restart): drop it so the next call reconnects.
-            self._local.conn = None
+            self._conns.drop()
             raise store_unavailable(exc) from exc
 
     @contextlib.contextmanager
@@ -73,6 +72,11 @@ class PostgresTaskStore(SqlTaskStore):
         self, conn: psycopg.Connection[Any], sql: str, args: Collection[Any] = ()
     ) -> psycopg.Cursor[Any]:
         return conn.execute(sql.replace("?", "%s"), tuple(args))
+
+    def _execute_many(self, conn: psycopg.Connection[Any], sql: str, rows: Sequence[Collection[Any]]) -> None:
+        if rows:
+            with conn.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), [tuple(r) for r in rows])
 
     # SKIP LOCKED lets concurrent claims pass each other instead of queueing on the same row.
     _candidate_lock = " FOR UPDATE OF t SKIP LOCKED"
@@ -96,13 +100,12 @@ class PostgresTaskStore(SqlTaskStore):
         conn.execute(f"NOTIFY {CHANNEL}")
 
     def close(self) -> None:
+        self._conns.close_all()
         with self._lock:
-            for conn in [*self._all, *([self._listener] if self._listener else [])]:
+            if self._listener is not None:
                 with contextlib.suppress(psycopg.Error):
-                    conn.close()
-            self._all.clear()
+                    self._listener.close()
             self._listener = None
-        self._local = threading.local()
 
     def migrate(self) -> int:
         with self._transaction() as conn:

@@ -19,12 +19,12 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from videosynth.tasks.sqlstore import SqlTaskStore, store_unavailable
+from videosynth.tasks.sqlstore import SqlTaskStore, ThreadConnections, store_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +37,36 @@ def split_statements(sql: str) -> list[str]:
     return [s for s in sql.split(";") if s.strip()]
 
 
+def _close(conn: sqlite3.Connection) -> None:
+    conn.close()
+
+
 class SqliteTaskStore(SqlTaskStore):
     """One connection per thread, in autocommit mode; BEGIN IMMEDIATE where a read-then-write must be atomic."""
+
+    inline_reads = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._conns: ThreadConnections[sqlite3.Connection] = ThreadConnections(self._connect, _close)
         self._lock = threading.Lock()
         self.doorbell_path = None if self.path == ":memory:" else self.path + ".wake"
         self._doorbell_fd: int | None = None
         self._doorbell_unusable = False
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
         return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._conns.get()
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -111,16 +115,17 @@ class SqliteTaskStore(SqlTaskStore):
     def _execute(self, conn: sqlite3.Connection, sql: str, args: Collection[Any] = ()) -> sqlite3.Cursor:
         return conn.execute(sql, tuple(args))
 
+    def _execute_many(self, conn: sqlite3.Connection, sql: str, rows: Sequence[Collection[Any]]) -> None:
+        if rows:
+            conn.executemany(sql, [tuple(r) for r in rows])
+
     def _try_maintenance_lock(self, conn: sqlite3.Connection) -> bool:
         # BEGIN IMMEDIATE already made this the only writer on the database.
         return True
 
     def close(self) -> None:
+        self._conns.close_all()
         with self._lock:
-            for conn in self._all:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._all.clear()
             if self._doorbell_fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(self._doorbell_fd)

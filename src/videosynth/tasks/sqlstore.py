@@ -10,9 +10,11 @@ import builtins
 import contextlib
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+import weakref
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from videosynth.errors import ErrorKind, StoreError
 from videosynth.tasks.models import (
@@ -32,7 +34,71 @@ TASK_COLUMNS = (
     " scheduled_time_ms, end_time_ms, error_kind, error_detail, result_key, video_duration_ms, worker_id,"
     " attempts, cancel_requested, legacy_error_code, legacy_error_message"
 )
+# Bounds the statement's parameter list; SQLite's default limit is far above it.
+GET_MANY_CHUNK = 500
 log = logging.getLogger(__name__)
+C = TypeVar("C")
+
+
+class _Held(Generic[C]):
+    """A thread's connection; closed when the thread ends and its thread-local storage goes."""
+
+    def __init__(self, conn: C, close: Callable[[C], None]) -> None:
+        self.conn = conn
+        self._close: Callable[[C], None] | None = close
+
+    def close(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close(self.conn)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class ThreadConnections(Generic[C]):
+    """One connection per thread, opened on first use and closed when that thread ends.
+
+    Pool threads come and go (anyio retires idle ones after 10 s); a connection kept for a dead thread is
+    a leaked file or PostgreSQL connection, hence the close at thread end rather than only at ``close_all``.
+    """
+
+    def __init__(self, connect: Callable[[], C], close: Callable[[C], None]) -> None:
+        self._connect = connect
+        self._close = close
+        self._local = threading.local()
+        self._live: weakref.WeakSet[_Held[C]] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def get(self, usable: Callable[[C], bool] = lambda conn: True) -> C:
+        held: _Held[C] | None = getattr(self._local, "held", None)
+        if held is None or not usable(held.conn):
+            if held is not None:
+                held.close()
+            held = _Held(self._connect(), self._close)
+            self._local.held = held
+            with self._lock:
+                self._live.add(held)
+        return held.conn
+
+    def drop(self) -> None:
+        """Forget (and close) this thread's connection, e.g. after the server went away."""
+        held: _Held[C] | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.close()
+
+    def open_count(self) -> int:
+        with self._lock:
+            return sum(1 for held in self._live if held._close is not None)
+
+    def close_all(self) -> None:
+        with self._lock:
+            live = list(self._live)
+        for held in live:
+            held.close()
+        self._local = threading.local()
 
 
 def store_unavailable(exc: Exception) -> StoreError:
@@ -105,6 +171,10 @@ class SqlTaskStore(abc.ABC):
     def _execute(self, conn: Any, sql: str, args: Collection[Any] = ()) -> Any:
         """Run ``sql`` (``?`` placeholders); returns a cursor with rowcount/fetchone/fetchall of mappings."""
 
+    @abc.abstractmethod
+    def _execute_many(self, conn: Any, sql: str, rows: Sequence[Collection[Any]]) -> None:
+        """Run ``sql`` once per row of ``rows`` (``?`` placeholders); nothing when ``rows`` is empty."""
+
     #: appended to the claim's candidate query (PostgreSQL: FOR UPDATE SKIP LOCKED)
     _candidate_lock = ""
 
@@ -118,30 +188,37 @@ class SqlTaskStore(abc.ABC):
 
     # --- tasks -------------------------------------------------------------------------------------
     def create(self, task: NewTask) -> None:
+        self.create_many([task])
+
+    def create_many(self, tasks: Sequence[NewTask]) -> None:
+        if not tasks:
+            return
         with self._transaction() as conn:
-            self._execute(
+            self._execute_many(
                 conn,
                 "INSERT INTO tasks (task_id, account_id, api_key_id, request_id, model, engine, prompt, params,"
                 " status, submit_time_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    task.task_id,
-                    task.account_id,
-                    task.api_key_id,
-                    task.request_id,
-                    task.model,
-                    task.engine,
-                    task.prompt,
-                    json.dumps(task.params.to_dict()),
-                    TaskStatus.PENDING.value,
-                    task.submit_time_ms,
-                ),
+                [
+                    (
+                        task.task_id,
+                        task.account_id,
+                        task.api_key_id,
+                        task.request_id,
+                        task.model,
+                        task.engine,
+                        task.prompt,
+                        json.dumps(task.params.to_dict()),
+                        TaskStatus.PENDING.value,
+                        task.submit_time_ms,
+                    )
+                    for task in tasks
+                ],
             )
-            for i, url in enumerate(task.media_urls):
-                self._execute(
-                    conn,
-                    "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)",
-                    (task.task_id, i, url),
-                )
+            self._execute_many(
+                conn,
+                "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)",
+                [(task.task_id, i, url) for task in tasks for i, url in enumerate(task.media_urls)],
+            )
             self._after_create(conn)
 
     @abc.abstractmethod
@@ -160,6 +237,19 @@ class SqlTaskStore(abc.ABC):
                 conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id=?", (task_id,)
             ).fetchone()
             return row_to_task(row) if row else None
+
+    def get_many(self, task_ids: Collection[str]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        wanted = list(dict.fromkeys(task_ids))
+        with self._db() as conn:
+            for start in range(0, len(wanted), GET_MANY_CHUNK):
+                chunk = wanted[start : start + GET_MANY_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._execute(
+                    conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN ({marks})", chunk
+                ).fetchall()
+                found.update((r["task_id"], row_to_task(r)) for r in rows)
+        return found
 
     def list(self, account_id: str, flt: TaskFilter, offset: int, limit: int) -> tuple[int, list[Task]]:
         where = ["account_id = ?"]

@@ -7,7 +7,7 @@ implementation must pass ``tests/test_store_contract.py``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from videosynth.errors import ErrorKind
@@ -21,10 +21,23 @@ class TaskStore(Protocol):
 
     def close(self) -> None: ...
 
+    #: True when ``get`` and ``find_key`` take microseconds and never wait on a network or a lock, so
+    #: the API may call them on its event loop instead of paying a thread hand-off (SQLite in WAL mode:
+    #: readers never wait for the writer).
+    inline_reads: bool
+
     # --- tasks -------------------------------------------------------------------------------------
     def create(self, task: NewTask) -> None: ...
 
+    def create_many(self, tasks: Sequence[NewTask]) -> None:
+        """Create several tasks in one transaction: all of them or (an exception) none."""
+        ...
+
     def get(self, task_id: str) -> Task | None: ...
+
+    def get_many(self, task_ids: Collection[str]) -> dict[str, Task]:
+        """The tasks that exist among ``task_ids``, by id, read at one point in time."""
+        ...
 
     def list(self, account_id: str, flt: TaskFilter, offset: int, limit: int) -> tuple[int, list[Task]]:
         """Tasks of one account, newest first, and the total matching ``flt``."""

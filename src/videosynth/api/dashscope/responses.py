@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,8 +16,13 @@ def wire_time(ms: int | None, tz: ZoneInfo) -> str | None:
     """``YYYY-MM-DD HH:mm:ss.SSS`` in the configured zone (SDK v2 requires strings, not numbers)."""
     if ms is None:
         return None
-    moment = datetime.fromtimestamp(ms / 1000, tz)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
+    return _second(ms // 1000, tz) + f"{ms % 1000:03d}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second(seconds: int, tz: ZoneInfo) -> str:
+    # A task's three times repeat on every poll of it; formatting through the zone is most of the cost.
+    return datetime.fromtimestamp(seconds, tz).strftime("%Y-%m-%d %H:%M:%S.")
 
 
 def _seconds(ms: int) -> int | float:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
 from videosynth import uploads
 from videosynth.api.bodies import read_capped
@@ -18,8 +19,8 @@ from videosynth.api.dashscope import responses
 from videosynth.api.dashscope.errors import (
     ASYNC_REQUIRED,
     BODY_INVALID,
-    DashScopeRoute,
     WireRefusal,
+    dashscope_endpoint,
     json_response,
     request_id,
 )
@@ -29,6 +30,7 @@ from videosynth.errors import InvalidRequest, NotCancelable
 from videosynth.storage.base import ObjectExists, Storage
 from videosynth.tasks.models import CancelOutcome
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
 # Nine 20 MB images as base64 data URLs, plus the JSON around them.
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -37,14 +39,23 @@ MAX_BODY_BYTES = 256 * 1024 * 1024
 BODY_TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB."
 
 
-def dashscope_router(services: Services) -> APIRouter:
-    router = APIRouter(route_class=DashScopeRoute)
+def dashscope_routes(services: Services) -> list[Route]:
+    routes: list[Route] = []
+
+    def route(method: str, *paths: str) -> Callable[[Endpoint], Endpoint]:
+        def register(endpoint: Endpoint) -> Endpoint:
+            for path in paths:
+                routes.append(Route(path, dashscope_endpoint(endpoint), methods=[method]))
+            return endpoint
+
+        return register
+
     settings, store, storage, catalog = services.settings, services.store, services.storage, services.catalog
     tz = settings.tz
     auth = services.auth
 
-    @router.post(SUBMIT_PATH)
-    async def submit(request: Request) -> JSONResponse:
+    @route("POST", SUBMIT_PATH)
+    async def submit(request: Request) -> Response:
         key = await auth.authenticate(request.headers.get("authorization"))
         if request.headers.get("x-dashscope-async", "").strip().lower() != "enable":
             raise WireRefusal(ASYNC_REQUIRED.status, ASYNC_REQUIRED.code, ASYNC_REQUIRED.message)
@@ -71,16 +82,18 @@ def dashscope_router(services: Services) -> APIRouter:
         )
         return json_response(request, responses.submitted(task.task_id))
 
-    @router.get("/api/v1/tasks/{task_id}")
-    async def query(task_id: str, request: Request) -> JSONResponse:
+    @route("GET", "/api/v1/tasks/{task_id}")
+    async def query(request: Request) -> Response:
+        task_id: str = request.path_params["task_id"]
         key = await auth.authenticate(request.headers.get("authorization"))
-        task = await run_in_threadpool(store.get, task_id)
+        task = await services.calls.get_task(task_id)
         if task is None or task.account_id != key.account_id:
             return json_response(request, responses.unknown_output(task_id))
         return json_response(request, responses.task_output(task, tz, services.result_link(task)))
 
-    @router.post("/api/v1/tasks/{task_id}/cancel")
-    async def cancel(task_id: str, request: Request) -> JSONResponse:
+    @route("POST", "/api/v1/tasks/{task_id}/cancel")
+    async def cancel(request: Request) -> Response:
+        task_id: str = request.path_params["task_id"]
         key = await auth.authenticate(request.headers.get("authorization"))
         # PENDING tasks are canceled at once, as in the hosted service; RUNNING ones (our extension) are
         # flagged and their worker stops within a second and records CANCELED.
@@ -89,9 +102,8 @@ def dashscope_router(services: Services) -> APIRouter:
             raise NotCancelable()
         return json_response(request, {})
 
-    @router.get("/api/v1/tasks")
-    @router.get("/api/v1/tasks/", include_in_schema=False)
-    async def list_tasks(request: Request) -> JSONResponse:
+    @route("GET", "/api/v1/tasks", "/api/v1/tasks/")
+    async def list_tasks(request: Request) -> Response:
         key = await auth.authenticate(request.headers.get("authorization"))
         q = wire_requests.parse_list_query(request.query_params, tz, now_ms())
         if q.filter is None:
@@ -101,8 +113,8 @@ def dashscope_router(services: Services) -> APIRouter:
         )
         return json_response(request, responses.list_page(total, q.page_no, q.page_size, tasks))
 
-    @router.get("/api/v1/uploads")
-    async def upload_policy(request: Request) -> JSONResponse:
+    @route("GET", "/api/v1/uploads")
+    async def upload_policy(request: Request) -> Response:
         key = await auth.authenticate(request.headers.get("authorization"))
         if request.query_params.get("action") != "getPolicy":
             raise InvalidRequest(
@@ -111,7 +123,7 @@ def dashscope_router(services: Services) -> APIRouter:
         policy = uploads.issue(services.upload_secret, key.account_id, time.time())
         return json_response(request, {"data": policy_data(policy, settings.public_url)})
 
-    @router.post(UPLOAD_PATH)
+    @route("POST", UPLOAD_PATH)
     async def upload_file(request: Request) -> Response:
         with tempfile.TemporaryDirectory(prefix="videosynth-upload-") as scratch:
             received = await receive_upload(request, services.upload_secret, Path(scratch))
@@ -126,11 +138,11 @@ def dashscope_router(services: Services) -> APIRouter:
             )
         return Response(status_code=200)
 
-    @router.get("/api/v1/models")
-    async def models(request: Request) -> JSONResponse:
+    @route("GET", "/api/v1/models")
+    async def models(request: Request) -> Response:
         return json_response(request, {"data": [m.describe() for m in catalog]})
 
-    return router
+    return routes
 
 
 def _store_upload(storage: Storage, key: str, path: Path, content_type: str) -> None:
