@@ -105,6 +105,21 @@ def test_get_many_reads_what_get_reads(store: TaskStore) -> None:
     assert len(store.get_many([t.task_id for t in many])) == 1200
 
 
+def test_create_many_is_all_or_nothing_and_wakes_workers(store_factory: Callable[[], TaskStore]) -> None:
+    store = store_factory()
+    kept = new_task(1000, media=3)
+    store.create(kept)
+    batch = [new_task(2000, media=0), new_task(2001, media=9), kept]  # the last one is a duplicate id
+    with pytest.raises(Exception):  # noqa: B017 - each store raises its driver's integrity error
+        store.create_many(batch)
+    assert store.get(batch[0].task_id) is None and store.get(batch[1].task_id) is None
+    assert store.get_many([kept.task_id])[kept.task_id].media_urls == ()  # polls never read media
+    fresh = batch[:2]
+    assert _wakes(store_factory(), lambda: store.create_many(fresh))
+    claimed = {c.task_id: c for c in (store.claim("w1", 3000, LEASE) for _ in range(3)) if c}
+    assert {t: c.media_urls for t, c in claimed.items()} == {t.task_id: t.media_urls for t in (kept, *fresh)}
+
+
 def test_claim_is_fifo_and_filters_models(store: TaskStore) -> None:
     a, b, c = new_task(3), new_task(1, model="other"), new_task(2)
     for t in (a, b, c):

@@ -110,6 +110,41 @@ def store_unavailable(exc: Exception) -> StoreError:
 WORKER_LOST_DETAIL = "The task was interrupted too many times (its worker was lost)."
 
 
+NEW_TASK_COLUMNS = (
+    "task_id",
+    "account_id",
+    "api_key_id",
+    "request_id",
+    "model",
+    "engine",
+    "prompt",
+    "params",
+    "status",
+    "submit_time_ms",
+)
+
+
+def new_task_rows(tasks: Sequence[NewTask]) -> tuple[list[tuple[Any, ...]], list[tuple[str, int, str]]]:
+    """The ``tasks`` rows (in ``NEW_TASK_COLUMNS`` order) and ``task_media`` rows of new tasks."""
+    task_rows = [
+        (
+            task.task_id,
+            task.account_id,
+            task.api_key_id,
+            task.request_id,
+            task.model,
+            task.engine,
+            task.prompt,
+            json.dumps(task.params.to_dict()),
+            TaskStatus.PENDING.value,
+            task.submit_time_ms,
+        )
+        for task in tasks
+    ]
+    media_rows = [(task.task_id, i, url) for task in tasks for i, url in enumerate(task.media_urls)]
+    return task_rows, media_rows
+
+
 def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
     return Task(
         task_id=row["task_id"],
@@ -171,9 +206,10 @@ class SqlTaskStore(abc.ABC):
     def _execute(self, conn: Any, sql: str, args: Collection[Any] = ()) -> Any:
         """Run ``sql`` (``?`` placeholders); returns a cursor with rowcount/fetchone/fetchall of mappings."""
 
-    @abc.abstractmethod
     def _execute_many(self, conn: Any, sql: str, rows: Sequence[Collection[Any]]) -> None:
         """Run ``sql`` once per row of ``rows`` (``?`` placeholders); nothing when ``rows`` is empty."""
+        for row in rows:
+            self._execute(conn, sql, row)
 
     #: appended to the claim's candidate query (PostgreSQL: FOR UPDATE SKIP LOCKED)
     _candidate_lock = ""
@@ -193,31 +229,15 @@ class SqlTaskStore(abc.ABC):
     def create_many(self, tasks: Sequence[NewTask]) -> None:
         if not tasks:
             return
+        task_rows, media_rows = new_task_rows(tasks)
         with self._transaction() as conn:
             self._execute_many(
                 conn,
-                "INSERT INTO tasks (task_id, account_id, api_key_id, request_id, model, engine, prompt, params,"
-                " status, submit_time_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        task.task_id,
-                        task.account_id,
-                        task.api_key_id,
-                        task.request_id,
-                        task.model,
-                        task.engine,
-                        task.prompt,
-                        json.dumps(task.params.to_dict()),
-                        TaskStatus.PENDING.value,
-                        task.submit_time_ms,
-                    )
-                    for task in tasks
-                ],
+                f"INSERT INTO tasks ({', '.join(NEW_TASK_COLUMNS)}) VALUES ({','.join('?' * len(NEW_TASK_COLUMNS))})",
+                task_rows,
             )
             self._execute_many(
-                conn,
-                "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)",
-                [(task.task_id, i, url) for task in tasks for i, url in enumerate(task.media_urls)],
+                conn, "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)", media_rows
             )
             self._after_create(conn)
 
