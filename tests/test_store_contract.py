@@ -302,6 +302,40 @@ def test_fair_share_limits_running_per_account(store_factory: Callable[[], TaskS
     assert nxt is not None and nxt.task_id == greedy[5].task_id
 
 
+def test_a_backlog_does_not_hold_up_another_accounts_next_task(store: TaskStore) -> None:
+    backlog = [new_task(i, account="flood") for i in range(50)]
+    store.create_many(backlog)
+    # One worker, one task at a time: nothing is RUNNING at any claim, so only "served longest ago" is fair.
+    now = 1000
+    first = store.claim("w", now, LEASE)
+    assert first is not None and first.account_id == "flood"
+    store.create(new_task(500, account="late"))
+    store.create(new_task(501, account="later"))
+    order = []
+    for _ in range(5):
+        assert store.succeed(first.task_id, "w", now + 1, "k", 0)
+        now += 10
+        first = store.claim("w", now, LEASE)
+        assert first is not None
+        order.append(first.account_id)
+    assert order[:2] == ["late", "later"]  # both before the flood's second task
+    assert order[2:] == ["flood", "flood", "flood"]
+    assert first.task_id == backlog[3].task_id  # within an account, submit order
+
+
+def test_accounts_with_equal_service_take_turns(store: TaskStore) -> None:
+    for i in range(6):
+        store.create(new_task(i, account="a"))
+        store.create(new_task(100 + i, account="b"))
+    accounts = []
+    for now in range(1000, 1006):
+        task = store.claim("w", now, LEASE)
+        assert task is not None
+        accounts.append(task.account_id)
+        assert store.succeed(task.task_id, "w", now, "k", 0)
+    assert accounts == ["a", "b", "a", "b", "a", "b"]
+
+
 def test_fair_share_holds_under_concurrent_claims(store_factory: Callable[[], TaskStore]) -> None:
     seed = store_factory()
     for i in range(40):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from videosynth import uploads
 from videosynth.errors import VideosynthError
+from videosynth.inputs import InputSweeper
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.storage.local import LocalStorage
@@ -22,6 +23,10 @@ EVERY_S = 5.0
 UPLOAD_SWEEP_EVERY_S = 3600.0
 PARTIAL_MAX_AGE_S = 3600.0
 _last_upload_sweep = [float("-inf")]
+# Workers delete a finished task's inputs themselves; the sweep is for tasks that ended elsewhere.
+INPUT_SWEEP_EVERY_S = 60.0
+_last_input_sweep = [float("-inf")]
+_input_sweeper = InputSweeper()
 
 
 def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> MaintenanceReport | None:
@@ -41,6 +46,12 @@ def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> M
             removed = storage.sweep_partials(PARTIAL_MAX_AGE_S)
             if removed:
                 log.info("maintenance: removed %d partial files of interrupted puts", removed)
+    if time.monotonic() - _last_input_sweep[0] >= INPUT_SWEEP_EVERY_S:
+        _last_input_sweep[0] = time.monotonic()
+        try:
+            _input_sweeper.sweep(storage, store)
+        except VideosynthError as exc:
+            log.warning("could not sweep inputs: %s", exc)
     _delete_keys(storage, report.purged_result_keys)
     if report.requeued or report.failed_lost or report.timed_out or report.purged_result_keys:
         log.info(

@@ -6,7 +6,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from videosynth import sizes
+from starlette.concurrency import run_in_threadpool
+
+from videosynth import inputs, sizes
 from videosynth.api.auth import Authenticator
 from videosynth.api.storecalls import StoreCalls
 from videosynth.catalog import Catalog, ModelSpec
@@ -53,15 +55,22 @@ class Services:
     async def create_task(self, key: ApiKey, request_id: str, req: TaskRequest) -> NewTask:
         """Store a new PENDING task; when this returns, the task is durable."""
         width, height = sizes.frame_size(req.resolution, req.ratio)
+        task_id = uuid4_text()
+        media_urls = req.media_urls
+        if any(inputs.is_inline(url) for url in media_urls):
+            # Decoding and storing megabytes must not hold up the event loop.
+            media_urls = await run_in_threadpool(
+                inputs.stash, self.storage, task_id, media_urls, self.settings.work_dir / "submits"
+            )
         task = NewTask(
-            task_id=uuid4_text(),
+            task_id=task_id,
             account_id=key.account_id,
             api_key_id=key.key_id,
             request_id=request_id,
             model=req.model.name,
             engine=req.model.engine,
             prompt=req.prompt,
-            media_urls=req.media_urls,
+            media_urls=media_urls,
             params=GenerationParams(
                 resolution=req.resolution,
                 ratio=req.ratio,
@@ -73,7 +82,11 @@ class Services:
             ),
             submit_time_ms=now_ms(),
         )
-        await self.calls.create(task)
+        try:
+            await self.calls.create(task)
+        except BaseException:
+            await run_in_threadpool(inputs.discard, self.storage, inputs.keys_of(task_id, media_urls))
+            raise
         return task
 
     def result_link(self, task: Task) -> str | None:

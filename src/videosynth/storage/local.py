@@ -125,5 +125,8 @@ class LocalStorage:
             parent = parent.parent
 
     def list_keys(self, prefix: str = "") -> list[str]:
-        keys = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()]
+        # Walk only the directory the prefix names: housekeeping lists small prefixes beside a large results/.
+        dirs = prefix.split("/")[:-1]
+        start = self.root if any(d in ("", ".", "..") for d in dirs) else self.root.joinpath(*dirs)
+        keys = [p.relative_to(self.root).as_posix() for p in start.rglob("*") if p.is_file()]
         return sorted(k for k in keys if k.startswith(prefix) and not k.startswith(PARTIAL_DIR + "/"))

@@ -340,36 +340,54 @@ class SqlTaskStore(abc.ABC):
                     return None
                 where += f" AND t.{column} IN ({placeholders(len(values))})"
                 args.extend(values)
-        if max_running_per_account is not None:
-            where += (
-                " AND (SELECT count(*) FROM tasks r"
-                " WHERE r.account_id = t.account_id AND r.status = 'RUNNING') < ?"
-            )
-            args.append(max_running_per_account)
         with self._transaction() as conn:
-            candidate = self._execute(
+            # Fair across accounts: the next task is the oldest PENDING one of the account with the fewest
+            # RUNNING tasks and, among those, the one served longest ago. One account's backlog therefore
+            # never holds up another account's next task, and equal accounts take turns.
+            accounts = self._execute(
                 conn,
-                f"SELECT t.task_id, t.account_id FROM tasks t WHERE t.status = 'PENDING'{where}"
-                f" ORDER BY t.submit_time_ms, t.task_id LIMIT 1{self._candidate_lock}",
-                args,
-            ).fetchone()
-            if candidate is None:
-                return None
-            if max_running_per_account is not None and not self._account_has_room(
-                conn, candidate["account_id"], max_running_per_account
-            ):
-                return None
-            # The status check makes a lost race a no-op even where the candidate was not locked.
-            row = self._execute(
-                conn,
-                "UPDATE tasks SET status='RUNNING', worker_id=?, lease_expires_ms=?,"
-                " scheduled_time_ms=COALESCE(scheduled_time_ms, ?), attempts=attempts+1"
-                f" WHERE task_id=? AND status='PENDING' RETURNING {TASK_COLUMNS}",
-                (worker_id, now_ms + lease_ms, now_ms, candidate["task_id"]),
-            ).fetchone()
-            if row is None:
-                return None
-            return row_to_task(row, self._media(conn, row["task_id"]))
+                "WITH RECURSIVE pending_accounts(account_id) AS ("
+                f" SELECT (SELECT min(t.account_id) FROM tasks t WHERE t.status = 'PENDING'{where})"
+                " UNION ALL"
+                " SELECT (SELECT min(t.account_id) FROM tasks t"
+                f" WHERE t.status = 'PENDING' AND t.account_id > p.account_id{where})"
+                " FROM pending_accounts p WHERE p.account_id IS NOT NULL)"
+                " SELECT p.account_id,"
+                " (SELECT count(*) FROM tasks r WHERE r.account_id = p.account_id AND r.status = 'RUNNING')"
+                " AS running,"
+                " COALESCE((SELECT max(s.scheduled_time_ms) FROM tasks s WHERE s.account_id = p.account_id),"
+                " -1) AS served"
+                " FROM pending_accounts p WHERE p.account_id IS NOT NULL"
+                " ORDER BY running, served, p.account_id",
+                [*args, *args],
+            ).fetchall()
+            for account in accounts:
+                if max_running_per_account is not None and account["running"] >= max_running_per_account:
+                    continue
+                candidate = self._execute(
+                    conn,
+                    f"SELECT t.task_id FROM tasks t WHERE t.status = 'PENDING' AND t.account_id = ?{where}"
+                    f" ORDER BY t.submit_time_ms, t.task_id LIMIT 1{self._candidate_lock}",
+                    [account["account_id"], *args],
+                ).fetchone()
+                if candidate is None:
+                    continue  # every one of them is being claimed by someone else right now
+                if max_running_per_account is not None and not self._account_has_room(
+                    conn, account["account_id"], max_running_per_account
+                ):
+                    continue
+                # The status check makes a lost race a no-op even where the candidate was not locked.
+                row = self._execute(
+                    conn,
+                    "UPDATE tasks SET status='RUNNING', worker_id=?, lease_expires_ms=?,"
+                    " scheduled_time_ms=COALESCE(scheduled_time_ms, ?), attempts=attempts+1"
+                    f" WHERE task_id=? AND status='PENDING' RETURNING {TASK_COLUMNS}",
+                    (worker_id, now_ms + lease_ms, now_ms, candidate["task_id"]),
+                ).fetchone()
+                if row is None:
+                    return None
+                return row_to_task(row, self._media(conn, row["task_id"]))
+            return None
 
     def heartbeat(self, task_id: str, worker_id: str, now_ms: int, lease_ms: int) -> Lease:
         with self._db() as conn:

@@ -61,10 +61,12 @@ class TaskStore(Protocol):
         engines: Collection[str] | None = None,
         max_running_per_account: int | None = None,
     ) -> Task | None:
-        """Atomically move the oldest eligible PENDING task to RUNNING for this worker.
+        """Atomically move an eligible PENDING task to RUNNING for this worker, fairly across accounts.
 
         Eligible: of ``models`` / ``engines`` if given, and of an account with fewer than
-        ``max_running_per_account`` RUNNING tasks if given."""
+        ``max_running_per_account`` RUNNING tasks if given. Fair: the account with the fewest RUNNING tasks
+        goes first, then the one served (a task of it started) longest ago; within an account, oldest
+        first. So one account's backlog never delays another account's next task."""
         ...
 
     def heartbeat(self, task_id: str, worker_id: str, now_ms: int, lease_ms: int) -> Lease:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from videosynth import sizes, uploads
+from videosynth import inputs, sizes, uploads
 from videosynth.engines.base import GenerationRequest, ReferenceImage
 from videosynth.errors import Canceled, ErrorKind, MediaNotFound, StoreError, VideosynthError
 from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
@@ -208,6 +208,21 @@ class Worker:
             done.set()
             watcher.join()
             shutil.rmtree(workdir, ignore_errors=True)
+            self._drop_inputs_if_finished(task)
+
+    def _drop_inputs_if_finished(self, task: Task) -> None:
+        keys = inputs.keys_of(task.task_id, task.media_urls)
+        if not keys:
+            return
+        # Only once the task is finished: a task handed back or taken over by another worker still needs
+        # them. Housekeeping sweeps whatever this misses.
+        try:
+            current = self.store.get(task.task_id)
+        except VideosynthError as exc:
+            log.warning("inputs of %s left to housekeeping: %s", task.task_id, exc)
+            return
+        if current is None or current.status.is_terminal:
+            inputs.discard(self.storage, keys)
 
     def _generate_and_store(self, task: Task, workdir: Path, should_stop: Callable[[], bool]) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +230,7 @@ class Worker:
         def fetch_one(index: int, url: str) -> ReferenceImage:
             if should_stop():
                 raise Canceled()
-            data = self._fetch(url, task.account_id, should_stop)
+            data = self._fetch(url, task, should_stop)
             # Header checks only: the engine decodes the pixels (once) and reports an undecodable image.
             info = validate_image(data, decode=False)
             path = workdir / f"ref_{index}{info.extension}"
@@ -265,7 +280,13 @@ class Worker:
             time.monotonic() - generated,
         )
 
-    def _fetch(self, url: str, account_id: str, should_stop: Callable[[], bool]) -> bytes:
+    def _fetch(self, url: str, task: Task, should_stop: Callable[[], bool]) -> bytes:
+        account_id = task.account_id
+        if url.startswith(inputs.SCHEME):
+            stored = inputs.read(self.storage, task.task_id, url, self.fetch_policy.max_bytes)
+            if stored is None:
+                raise MediaNotFound()
+            return stored
         if url.lower().startswith("oss://"):
             key = url[len("oss://") :]
             data = None
