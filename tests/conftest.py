@@ -82,10 +82,10 @@ class LiveServer:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def wait(self, task_id: str, timeout: float = 120) -> dict:
+    def wait(self, task_id: str, timeout: float = 120, key: str | None = None) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            body = self.query(task_id)
+            body = self.query(task_id, key)
             if body["output"]["task_status"] in ("SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"):
                 return body
             time.sleep(0.1)
