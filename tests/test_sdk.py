@@ -111,3 +111,20 @@ def test_v2_local_path_is_uploaded(live_server: LiveServer, worker, tmp_path) ->
     )  # fmt: skip
     done = client.videos.jobs.wait(job, poll_interval=0.2, max_interval=0.5, timeout=120)
     assert done.status == "SUCCEEDED"
+
+
+def test_both_styles_read_answers_that_carry_progress(
+    live_server: LiveServer, refs: list[dict], monkeypatch
+) -> None:
+    """PENDING answers carry our `progress` and `stage` extensions; the SDK takes them in its stride."""
+    monkeypatch.setattr(dashscope, "base_http_api_url", live_server.api)
+    rsp = VideoSynthesis.async_call(
+        api_key=live_server.key, model="happyhorse-1.1-r2v", prompt="[Image 1]", media=refs[:1], duration=3
+    )
+    fetched = VideoSynthesis.fetch(rsp, api_key=live_server.key)
+    assert fetched.status_code == 200 and fetched.output.task_status == "PENDING"
+    raw = live_server.query(rsp.output.task_id)["output"]
+    assert (raw["progress"], raw["stage"]) == (0, "queued")
+    client = dashscope.Client(api_key=live_server.key, base_url=live_server.api)
+    job = client.videos.jobs.fetch(rsp.output.task_id)
+    assert job.task_id == rsp.output.task_id and job.status == "PENDING"

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from videosynth.errors import ErrorKind
-from videosynth.tasks.models import CancelOutcome, GenerationParams, Lease, NewTask, TaskFilter, TaskStatus
+from videosynth.tasks.models import (
+    CancelOutcome,
+    GenerationParams,
+    Lease,
+    NewTask,
+    Stage,
+    TaskFilter,
+    TaskStatus,
+)
 from videosynth.tasks.sqlite import SqliteTaskStore
 from videosynth.tasks.store import TaskStore
 
@@ -191,6 +199,21 @@ def test_cancel_pending_only_for_owner(store: TaskStore) -> None:
     assert store.claim("w", 7, LEASE) is None
     got = store.get(t.task_id)
     assert got is not None and got.status is TaskStatus.CANCELED and got.end_time_ms == 5
+
+
+def test_progress_rides_on_the_heartbeat_and_never_decreases(store: TaskStore) -> None:
+    t = new_task(1)
+    store.create(t)
+    fresh = store.get(t.task_id)
+    assert fresh is not None and (fresh.progress, fresh.stage) == (None, None)
+    assert store.claim("w1", 1000, LEASE) is not None
+    assert store.heartbeat(t.task_id, "w1", 1001, LEASE, progress=30, stage=Stage.GENERATING) is Lease.HELD
+    assert store.heartbeat(t.task_id, "w1", 1002, LEASE, progress=20, stage=Stage.STORING) is Lease.HELD
+    assert store.heartbeat(t.task_id, "w1", 1003, LEASE) is Lease.HELD  # nothing new: both kept
+    assert store.heartbeat(t.task_id, "w2", 1004, LEASE, progress=90, stage=Stage.ENCODING) is Lease.LOST
+    got = store.get(t.task_id)
+    assert got is not None and (got.progress, got.stage) == (30, Stage.STORING)
+    assert store.get_many([t.task_id])[t.task_id] == got
 
 
 def test_heartbeat_and_requeue_expired(store: TaskStore) -> None:

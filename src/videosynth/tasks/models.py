@@ -138,9 +138,21 @@ class Task:
     worker_id: str | None = None
     attempts: int = 0
     cancel_requested: bool = False
+    #: Percent done as its worker last recorded it (never decreasing), and what it was doing then.
+    progress: int | None = None
+    stage: Stage | None = None
     #: A failure recorded by schema 1, which stored the DashScope code and message themselves:
     #: ``(code, message)``. Such rows live until retention purges them; new failures never set this.
     legacy_error: tuple[str, str] | None = None
+
+
+class Stage(enum.StrEnum):
+    """What a RUNNING task is doing; engines may report finer stages of generation."""
+
+    FETCHING = "fetching"
+    GENERATING = "generating"
+    ENCODING = "encoding"
+    STORING = "storing"
 
 
 @dataclass(frozen=True)

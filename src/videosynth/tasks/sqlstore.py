@@ -24,6 +24,7 @@ from videosynth.tasks.models import (
     Lease,
     MaintenanceReport,
     NewTask,
+    Stage,
     Task,
     TaskFilter,
     TaskStatus,
@@ -32,7 +33,7 @@ from videosynth.tasks.models import (
 TASK_COLUMNS = (
     "task_id, account_id, api_key_id, request_id, model, engine, prompt, params, status, submit_time_ms,"
     " scheduled_time_ms, end_time_ms, error_kind, error_detail, result_key, video_duration_ms, worker_id,"
-    " attempts, cancel_requested, legacy_error_code, legacy_error_message"
+    " attempts, cancel_requested, legacy_error_code, legacy_error_message, progress, stage"
 )
 # Bounds the statement's parameter list; SQLite's default limit is far above it.
 GET_MANY_CHUNK = 500
@@ -167,12 +168,21 @@ def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
         worker_id=row["worker_id"],
         attempts=row["attempts"],
         cancel_requested=bool(row["cancel_requested"]),
+        progress=row["progress"],
+        stage=_stage(row["stage"]),
         legacy_error=(
             (row["legacy_error_code"], row["legacy_error_message"] or "")
             if row["legacy_error_code"]
             else None
         ),
     )
+
+
+def _stage(text: str | None) -> Stage | None:
+    try:
+        return Stage(text) if text else None
+    except ValueError:  # written by a newer version
+        return None
 
 
 def row_to_key(row: Mapping[str, Any]) -> ApiKey:
@@ -389,13 +399,33 @@ class SqlTaskStore(abc.ABC):
                 return row_to_task(row, self._media(conn, row["task_id"]))
             return None
 
-    def heartbeat(self, task_id: str, worker_id: str, now_ms: int, lease_ms: int) -> Lease:
+    def heartbeat(
+        self,
+        task_id: str,
+        worker_id: str,
+        now_ms: int,
+        lease_ms: int,
+        *,
+        progress: int | None = None,
+        stage: Stage | None = None,
+    ) -> Lease:
         with self._db() as conn:
             row = self._execute(
                 conn,
-                "UPDATE tasks SET lease_expires_ms=? WHERE task_id=? AND worker_id=? AND status='RUNNING'"
+                "UPDATE tasks SET lease_expires_ms=?,"
+                " progress=CASE WHEN progress IS NULL OR progress < CAST(? AS INTEGER) THEN CAST(? AS INTEGER)"
+                " ELSE progress END,"
+                " stage=COALESCE(CAST(? AS TEXT), stage)"
+                " WHERE task_id=? AND worker_id=? AND status='RUNNING'"
                 " RETURNING cancel_requested",
-                (now_ms + lease_ms, task_id, worker_id),
+                (
+                    now_ms + lease_ms,
+                    progress,
+                    progress,
+                    stage.value if stage is not None else None,
+                    task_id,
+                    worker_id,
+                ),
             ).fetchone()
             if row is None:
                 return Lease.LOST

@@ -11,7 +11,16 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from videosynth.errors import ErrorKind
-from videosynth.tasks.models import ApiKey, CancelOutcome, Lease, MaintenanceReport, NewTask, Task, TaskFilter
+from videosynth.tasks.models import (
+    ApiKey,
+    CancelOutcome,
+    Lease,
+    MaintenanceReport,
+    NewTask,
+    Stage,
+    Task,
+    TaskFilter,
+)
 
 
 class TaskStore(Protocol):
@@ -69,8 +78,19 @@ class TaskStore(Protocol):
         first. So one account's backlog never delays another account's next task."""
         ...
 
-    def heartbeat(self, task_id: str, worker_id: str, now_ms: int, lease_ms: int) -> Lease:
-        """Extend the lease and report whether the task is still ours and whether a cancel was asked."""
+    def heartbeat(
+        self,
+        task_id: str,
+        worker_id: str,
+        now_ms: int,
+        lease_ms: int,
+        *,
+        progress: int | None = None,
+        stage: Stage | None = None,
+    ) -> Lease:
+        """Extend the lease and report whether the task is still ours and whether a cancel was asked.
+
+        With ``progress`` / ``stage``, record them too; the recorded progress never decreases."""
         ...
 
     def succeed(

@@ -28,7 +28,7 @@ from videosynth.media.fetch import FetchPolicy, fetch_media, warm_up
 from videosynth.media.validate import validate_image
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
-from videosynth.tasks.models import Lease, Task, TaskStatus
+from videosynth.tasks.models import Lease, Stage, Task, TaskStatus
 from videosynth.tasks.store import TaskStore
 from videosynth.worker.host import EngineHost
 
@@ -45,6 +45,39 @@ def _looks_like_task_id(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# Percent done at each stage; SUCCEEDED alone is 100, so none of these reaches it.
+FETCHED_PERCENT = 5
+GENERATED_SHARE = 90
+STORING_PERCENT = 96
+# Progress rides on the heartbeat (four a second): at most one changed value a second is written.
+PROGRESS_RECORD_EVERY_S = 1.0
+
+
+class ProgressMeter:
+    """What a task is doing: set by the thread that runs it, recorded by the one that holds its lease."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = (0, Stage.FETCHING)
+        self._recorded: tuple[int, Stage] | None = None
+        self._recorded_at = float("-inf")
+
+    def update(self, stage: Stage, percent: int) -> None:
+        with self._lock:
+            self._state = (max(self._state[0], percent), stage)
+
+    def news(self, now: float) -> tuple[int, Stage] | None:
+        """The state to record now, if it changed and the last record is old enough."""
+        with self._lock:
+            if self._state == self._recorded or now - self._recorded_at < PROGRESS_RECORD_EVERY_S:
+                return None
+            return self._state
+
+    def recorded(self, state: tuple[int, Stage], at: float) -> None:
+        with self._lock:
+            self._recorded, self._recorded_at = state, at
 
 
 def now_ms() -> int:
@@ -160,15 +193,26 @@ class Worker:
     def process(self, task: Task) -> None:
         reason: list[StopReason] = []
         done = threading.Event()
+        meter = ProgressMeter()
 
         def watch() -> None:
             # Renew the lease every lease/3, and look for cancel requests and lost leases more often.
             renew_every = self.settings.lease_seconds / 3
             last_renew = time.monotonic()
             while not done.wait(min(WATCH_EVERY_S, renew_every)):
+                news = meter.news(time.monotonic())
                 try:
-                    state = self.store.heartbeat(task.task_id, self.worker_id, now_ms(), self.lease_ms)
+                    state = self.store.heartbeat(
+                        task.task_id,
+                        self.worker_id,
+                        now_ms(),
+                        self.lease_ms,
+                        progress=news[0] if news else None,
+                        stage=news[1] if news else None,
+                    )
                     last_renew = time.monotonic()
+                    if news:
+                        meter.recorded(news, last_renew)
                 except VideosynthError as exc:
                     log.warning("heartbeat failed for %s: %s", task.task_id, exc)
                     if time.monotonic() - last_renew > self.settings.lease_seconds:
@@ -189,7 +233,7 @@ class Worker:
         watcher.start()
         workdir = self.settings.work_dir / f"{task.task_id}-{task.attempts}"
         try:
-            self._generate_and_store(task, workdir, lambda: bool(reason))
+            self._generate_and_store(task, workdir, lambda: bool(reason), meter)
         except Canceled:
             why = reason[0] if reason else StopReason.CANCELED
             log.info("task %s stopped: %s", task.task_id, why.value)
@@ -224,7 +268,9 @@ class Worker:
         if current is None or current.status.is_terminal:
             inputs.discard(self.storage, keys)
 
-    def _generate_and_store(self, task: Task, workdir: Path, should_stop: Callable[[], bool]) -> None:
+    def _generate_and_store(
+        self, task: Task, workdir: Path, should_stop: Callable[[], bool], meter: ProgressMeter
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
 
         def fetch_one(index: int, url: str) -> ReferenceImage:
@@ -260,10 +306,19 @@ class Worker:
         )
         output = workdir / "output.mp4"
         fetched = time.monotonic()
-        result = self.host.generate(task.engine, request, output, lambda done, total: should_stop())
+        meter.update(Stage.GENERATING, FETCHED_PERCENT)
+
+        def on_engine_progress(done: int, total: int) -> bool:
+            if total > 0:
+                share = min(max(done, 0), total) / total
+                meter.update(Stage.GENERATING, FETCHED_PERCENT + int(share * GENERATED_SHARE))
+            return should_stop()
+
+        result = self.host.generate(task.engine, request, output, on_engine_progress)
         generated = time.monotonic()
         if should_stop():
             raise Canceled()
+        meter.update(Stage.STORING, STORING_PERCENT)
         key = result_key(task)
         self.storage.put_file(key, output, "video/mp4")
         if not self.store.succeed(task.task_id, self.worker_id, now_ms(), key, round(result.duration * 1000)):

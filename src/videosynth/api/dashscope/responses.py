@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from videosynth import sizes
 from videosynth.api.dashscope.errors import task_failure
-from videosynth.tasks.models import Task, TaskStatus
+from videosynth.tasks.models import Stage, Task, TaskStatus
 
 
 def wire_time(ms: int | None, tz: ZoneInfo) -> str | None:
@@ -60,6 +60,16 @@ def task_output(task: Task, tz: ZoneInfo, video_url: str | None) -> dict[str, An
         if text is not None:
             output[name] = text
     output["orig_prompt"] = task.prompt
+    # Our extensions (clients that do not know them ignore them): percent done, never decreasing and 100
+    # only at SUCCEEDED, and what a PENDING or RUNNING task is doing.
+    if task.status is TaskStatus.SUCCEEDED:
+        output["progress"] = 100
+    else:
+        output["progress"] = min(task.progress or 0, 99)
+    if task.status is TaskStatus.PENDING:
+        output["stage"] = "queued"
+    elif task.status is TaskStatus.RUNNING:
+        output["stage"] = (task.stage or Stage.FETCHING).value
     body: dict[str, Any] = {"output": output}
     if task.status is TaskStatus.SUCCEEDED:
         output["video_url"] = video_url or ""
