@@ -100,12 +100,18 @@ def free_socket() -> socket.socket:
 
 
 @pytest.fixture
-def live_server(settings: Settings, store: SqliteTaskStore) -> Iterator[LiveServer]:
+def catalog() -> Catalog:
+    """The models the live server and the worker serve; a test module may override this fixture."""
+    return Catalog.default("animatic")
+
+
+@pytest.fixture
+def live_server(settings: Settings, store: SqliteTaskStore, catalog: Catalog) -> Iterator[LiveServer]:
     sock = free_socket()
     port = sock.getsockname()[1]
     settings = settings.replace(public_url=f"http://127.0.0.1:{port}")
     storage = build_storage(settings, store)
-    app = create_app(settings=settings, store=store, storage=storage, catalog=Catalog.default("animatic"))
+    app = create_app(settings=settings, store=store, storage=storage, catalog=catalog)
     server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -120,10 +126,10 @@ def live_server(settings: Settings, store: SqliteTaskStore) -> Iterator[LiveServ
 
 
 @pytest.fixture
-def worker(live_server: LiveServer) -> Iterator[Worker]:
+def worker(live_server: LiveServer, catalog: Catalog) -> Iterator[Worker]:
     """A real worker (own store connection, real engine child process) running in a thread."""
     store = build_store(live_server.settings)
-    w = Worker(settings=live_server.settings, store=store, storage=live_server.storage)
+    w = Worker(settings=live_server.settings, store=store, storage=live_server.storage, catalog=catalog)
     stop = threading.Event()
     thread = threading.Thread(target=w.run, args=(stop,), daemon=True)
     thread.start()

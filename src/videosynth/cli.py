@@ -83,7 +83,7 @@ def _bootstrap_keys(settings: Settings, store: TaskStore) -> str | None:
 
 def run_worker_process(settings: Settings, stop: object | None = None, parent_pid: int | None = None) -> None:
     """Entry point of a worker process (standalone or spawned by ``serve``)."""
-    from videosynth.wiring import build_storage, build_store
+    from videosynth.wiring import build_catalog, build_storage, build_store
     from videosynth.worker.loop import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -112,7 +112,7 @@ def run_worker_process(settings: Settings, stop: object | None = None, parent_pi
         threading.Thread(target=watch_parent, daemon=True).start()
     store = build_store(settings)
     storage = build_storage(settings, store)
-    worker = Worker(settings=settings, store=store, storage=storage)
+    worker = Worker(settings=settings, store=store, storage=storage, catalog=build_catalog(settings))
     try:
         worker.run(stop_event)
     finally:
@@ -178,11 +178,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from videosynth.api.app import create_app
     from videosynth.api.server import uvicorn_config
-    from videosynth.catalog import Catalog
     from videosynth.maintenance import start_maintenance_thread
-    from videosynth.wiring import build_storage
+    from videosynth.wiring import build_catalog, build_storage
 
     settings = _settings(args)
+    catalog = build_catalog(settings)  # a bad models file stops us before anything starts
     if args.public_url is None and "VIDEOSYNTH_PUBLIC_URL" not in os.environ:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         settings = settings.replace(public_url=f"http://{host}:{args.port}")
@@ -193,7 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings=settings,
         store=store,
         storage=storage,
-        catalog=Catalog.default(settings.default_engine, settings.model_routes),
+        catalog=catalog,
     )
     pool = WorkerPool(settings, settings.workers)
     pool.start()
@@ -206,7 +206,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  API key: {key}", flush=True)
     else:
         print("  API keys exist already; create one with `videosynth keys create --name NAME`", flush=True)
-    print(f"  workers: {settings.workers}, engine: {settings.default_engine}", flush=True)
+    routes = ", ".join(f"{m.name} -> {m.engine}" for m in catalog)
+    print(f"  workers: {settings.workers}; models: {routes}", flush=True)
     server = _Server(uvicorn_config(app, host=args.host, port=args.port, log_level=args.log_level))
     try:
         server.run()
@@ -218,7 +219,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from videosynth.wiring import build_catalog
+
     settings = _settings(args)
+    build_catalog(settings)  # a bad models file stops us before anything starts
     _open_store(settings).close()
     settings = settings.replace(
         worker_models=_csv(args.models) or settings.worker_models,
@@ -257,6 +261,25 @@ def cmd_db(args: argparse.Namespace) -> int:
     store = _open_store(_settings(args))
     print("schema up to date")
     store.close()
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """The effective model table: what ``GET /api/v1/models`` serves, engine options included, no secrets."""
+    import json
+
+    from videosynth.wiring import build_catalog
+
+    catalog = build_catalog(_settings(args))
+    if args.json:
+        print(json.dumps({"data": [m.describe() for m in catalog]}, indent=2, ensure_ascii=False))
+        return 0
+    for m in catalog:
+        options = ", ".join(f"{k}={v!r}" for k, v in m.shown_options().items()) or "(no options)"
+        print(
+            f"{m.name}: engine {m.engine}; {', '.join(m.resolutions)}; {len(m.ratios)} ratios;"
+            f" {m.min_duration}-{m.max_duration} s; {m.min_references}-{m.max_references} references; {options}"
+        )
     return 0
 
 
@@ -318,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="apply schema migrations (idempotent)")
     _add_settings_flags(upgrade)
     db.set_defaults(func=cmd_db)
+
+    models = sub.add_parser("models", help="show the effective model table (engines, limits, options)")
+    models.add_argument("--json", action="store_true", help="the GET /api/v1/models entries, as JSON")
+    _add_settings_flags(models)
+    models.set_defaults(func=cmd_models)
 
     env = sub.add_parser("env", help="print versions for bug reports")
     env.set_defaults(func=cmd_env)

@@ -34,6 +34,7 @@ class Settings:
     max_running_per_account: int = 5
     drain_seconds: float = 30.0
     model_routes: str = ""
+    models_file: Path | None = None
     worker_models: tuple[str, ...] | None = None
     worker_engines: tuple[str, ...] | None = None
     s3_endpoint_url: str | None = None
@@ -65,6 +66,11 @@ class Settings:
             "model_routes",
             "VIDEOSYNTH_MODELS",
             "extra model=engine routes, comma-separated (e.g. happyhorse-1.1-r2v=wan-vace)",
+        ),
+        (
+            "models_file",
+            "VIDEOSYNTH_MODELS_FILE",
+            "TOML file with one table per model: engine, limits, engine options (examples/models.toml)",
         ),
         ("lease_seconds", "VIDEOSYNTH_LEASE_SECONDS", "lease of a RUNNING task, renewed by heartbeats"),
         ("max_attempts", "VIDEOSYNTH_MAX_ATTEMPTS", "runs of a task whose worker was lost before it FAILS"),
@@ -172,6 +178,8 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
             out[name] = tuple(x.strip() for x in str(out[name]).split(",") if x.strip()) or None
     if "work_dir" in out:
         out["work_dir"] = Path(str(out["work_dir"]))
+    if out.get("models_file") is not None:
+        out["models_file"] = Path(str(out["models_file"]))
     if "public_url" in out:
         out["public_url"] = str(out["public_url"]).rstrip("/")
     if "timezone" in out:

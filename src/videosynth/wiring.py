@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
+from videosynth.catalog import Catalog, ModelsFileError
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.storage.local import LocalStorage
@@ -59,3 +60,15 @@ def build_storage(settings: Settings, store: TaskStore) -> Storage:
             region=settings.s3_region,
         )
     raise ValueError(f"unsupported storage URL {url!r} (supported: file:///dir, s3://bucket/prefix)")
+
+
+def build_catalog(settings: Settings) -> Catalog:
+    """The models file if one is named, else the happyhorse models on the default engine plus routes."""
+    if settings.models_file is not None:
+        if settings.model_routes:
+            raise ModelsFileError(
+                f"{settings.models_file}: VIDEOSYNTH_MODELS routes cannot be combined with a models file;"
+                " give each model its engine in the file"
+            )
+        return Catalog.from_file(settings.models_file)
+    return Catalog.default(settings.default_engine, settings.model_routes)

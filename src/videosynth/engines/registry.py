@@ -1,16 +1,59 @@
-"""Engine name -> engine. Heavy engines are imported here, lazily, and nowhere else."""
+"""Engine name -> engine. Heavy engines are imported here, lazily, and nowhere else.
+
+A name is a built-in engine (``ENGINES``) or ``package.module:Factory``: an engine of your own,
+importable in the worker, whose factory takes the validated options as keyword arguments and may declare
+them as a tuple of :class:`~videosynth.engines.options.Option` in its ``OPTIONS`` attribute.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
 from videosynth.engines.base import Engine
+from videosynth.engines.options import Option, OptionsError, validate
 from videosynth.errors import EngineError
 
 ENGINES = ("animatic",)
 
 
-def create_engine(name: str) -> Engine:
+def _plugin(name: str) -> Callable[..., Engine]:
+    module_name, _, attribute = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise EngineError(f"engine {name!r} cannot be imported: {exc}") from exc
+    return cast(Callable[..., Engine], factory)
+
+
+def is_known(name: str) -> bool:
+    return name in ENGINES or (":" in name and all(name.partition(":")[::2]))
+
+
+def engine_options(name: str) -> tuple[Option, ...]:
+    """The options ``name`` declares; raises EngineError for an unknown engine."""
+    if name == "animatic":
+        from videosynth.engines.animatic.options import OPTIONS
+
+        return OPTIONS
+    if is_known(name):
+        return tuple(getattr(_plugin(name), "OPTIONS", ()))
+    raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}, or package.module:Factory")
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``name`` is built with; raises OptionsError or EngineError."""
+    return validate(name, engine_options(name), options)
+
+
+def create_engine(name: str, options: Mapping[str, Any] | None = None) -> Engine:
+    try:
+        values = check_options(name, options or {})
+    except OptionsError as exc:
+        raise EngineError(str(exc)) from exc
     if name == "animatic":
         from videosynth.engines.animatic.engine import AnimaticEngine
 
-        return AnimaticEngine()
-    raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}")
+        return AnimaticEngine(**values)
+    return _plugin(name)(**values)

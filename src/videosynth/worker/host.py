@@ -11,12 +11,13 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
-from videosynth.engines.base import GenerationRequest, GenerationResult
+from videosynth.engines.base import Engine, GenerationRequest, GenerationResult
 from videosynth.errors import Canceled, EngineCrashed, ErrorKind, VideosynthError, error_for
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,23 @@ PROGRESS_EVERY_S = 0.25
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """An engine as a model uses it: its name and its options (from the models file), hashable.
+
+    The engine process keeps one built engine per spec: two models on one engine with other options (other
+    weights, say) are two engines."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, options: Mapping[str, Any]) -> EngineSpec:
+        return cls(name, tuple(sorted(options.items())))
+
+
+@dataclass(frozen=True)
 class Generate:
-    engine: str
+    engine: EngineSpec
     request: GenerationRequest
     output_path: str
 
@@ -70,22 +86,22 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _child_main(conn: Connection, parent_pid: int, preload: tuple[str, ...]) -> None:
+def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ...]) -> None:
     from videosynth.engines.registry import create_engine
 
     _exit_with_parent(parent_pid)
-    engines = {}
+    engines: dict[EngineSpec, Engine] = {}
     # Build (import, load weights) and warm up before the first task arrives rather than during it.
-    for name in preload:
+    for spec in preload:
         try:
-            engines[name] = create_engine(name)
+            engines[spec] = create_engine(spec.name, dict(spec.options))
         except Exception:  # reported again, as a task failure, when a task asks for it
-            log.exception("could not preload engine %s", name)
+            log.exception("could not preload engine %s", spec.name)
             continue
         try:
-            engines[name].warm_up()
+            engines[spec].warm_up()
         except Exception:  # a failed warm-up only costs speed; the task will tell if the engine is broken
-            log.exception("warm-up of engine %s failed", name)
+            log.exception("warm-up of engine %s failed", spec.name)
     while True:
         try:
             msg = conn.recv()
@@ -110,7 +126,7 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[str, ...]) -> 
 
         try:
             if msg.engine not in engines:
-                engines[msg.engine] = create_engine(msg.engine)
+                engines[msg.engine] = create_engine(msg.engine.name, dict(msg.engine.options))
             result = engines[msg.engine].generate(msg.request, Path(msg.output_path), on_progress)
             conn.send(Done(result.frames, result.duration))
         except VideosynthError as exc:
@@ -126,7 +142,7 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[str, ...]) -> 
 class EngineHost:
     """Parent side: starts the child on first use and again after it dies."""
 
-    def __init__(self, preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, preload: tuple[EngineSpec, ...] = ()) -> None:
         self._preload = preload
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
@@ -148,7 +164,7 @@ class EngineHost:
 
     def generate(
         self,
-        engine: str,
+        engine: EngineSpec,
         request: GenerationRequest,
         output_path: Path,
         on_progress: Callable[[int, int], bool],

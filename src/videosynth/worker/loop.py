@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from videosynth import inputs, sizes, uploads
+from videosynth.catalog import Catalog
 from videosynth.engines.base import GenerationRequest, ReferenceImage
-from videosynth.errors import Canceled, ErrorKind, MediaNotFound, StoreError, VideosynthError
+from videosynth.errors import Canceled, ErrorKind, MediaNotFound, ModelNotFound, StoreError, VideosynthError
 from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
 from videosynth.maintenance import run_maintenance
 from videosynth.media.fetch import FetchPolicy, fetch_media, warm_up
@@ -30,7 +31,7 @@ from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.tasks.models import Lease, Stage, Task, TaskStatus
 from videosynth.tasks.store import TaskStore
-from videosynth.worker.host import EngineHost
+from videosynth.worker.host import EngineHost, EngineSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,40 @@ class Worker:
         storage: Storage,
         worker_id: str | None = None,
         host: EngineHost | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.storage = storage
+        self.catalog = catalog or Catalog.default(settings.default_engine, settings.model_routes)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.host = host or EngineHost(preload=settings.worker_engines or (settings.default_engine,))
+        self.host = host or EngineHost(preload=self._engines_to_preload())
         self.fetch_policy = FetchPolicy(allow_private=settings.media_allow_private)
         self.lease_ms = int(settings.lease_seconds * 1000)
         self._last_maintenance = 0.0
         self._stop = threading.Event()
         self._stop_at: float | None = None
+
+    def _engines_to_preload(self) -> tuple[EngineSpec, ...]:
+        models, engines = self.settings.worker_models, self.settings.worker_engines
+        specs = {
+            EngineSpec.of(m.engine, m.options)
+            for m in self.catalog
+            if (models is None or m.name in models) and (engines is None or m.engine in engines)
+        }
+        if not specs and engines:
+            specs = {EngineSpec(e) for e in engines}
+        return tuple(sorted(specs, key=repr))
+
+    def engine_for(self, task: Task) -> EngineSpec:
+        """The task's engine with the options its model has here (an unknown model: the engine's defaults)."""
+        try:
+            spec = self.catalog.get(task.model)
+        except ModelNotFound:
+            return EngineSpec(task.engine)
+        if spec.engine != task.engine:  # re-routed since the submit: run what the task was accepted for
+            return EngineSpec(task.engine)
+        return EngineSpec.of(spec.engine, spec.options)
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set. A task in progress gets ``drain_seconds`` to finish, then is handed back."""
@@ -314,7 +338,7 @@ class Worker:
                 meter.update(Stage.GENERATING, FETCHED_PERCENT + int(share * GENERATED_SHARE))
             return should_stop()
 
-        result = self.host.generate(task.engine, request, output, on_engine_progress)
+        result = self.host.generate(self.engine_for(task), request, output, on_engine_progress)
         generated = time.monotonic()
         if should_stop():
             raise Canceled()

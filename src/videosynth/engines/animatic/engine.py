@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from videosynth.engines.animatic.options import WATERMARK_TEXT
 from videosynth.engines.animatic.render import dissolves, render_frames, shot_zoom
 from videosynth.engines.animatic.shots import Shot, parse_shots
 from videosynth.engines.base import GenerationRequest, GenerationResult, ProgressCallback, ReferenceImage
@@ -130,10 +131,16 @@ class AnimaticEngine:
     name = "animatic"
 
     def __init__(
-        self, *, progress_every: int = 12, progress_interval_s: float = 0.5, queue_size: int = 8
+        self,
+        *,
+        watermark_text: str = WATERMARK_TEXT,
+        progress_every: int = 12,
+        progress_interval_s: float = 0.5,
+        queue_size: int = 8,
     ) -> None:
         if progress_every < 1:
             raise ValueError("progress_every must be >= 1")
+        self.watermark_text = watermark_text
         self.progress_every = progress_every
         self.progress_interval_s = progress_interval_s
         self.queue_size = queue_size
@@ -218,6 +225,7 @@ class AnimaticEngine:
             total,
             seed=request.seed,
             watermark=request.watermark,
+            watermark_text=self.watermark_text,
         )
 
         last_report = time.monotonic()

@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from videosynth.engines.animatic.options import WATERMARK_TEXT
 from videosynth.engines.animatic.shots import Shot, allocate_frames
 from videosynth.media.opencv import exact_kernels
 
-WATERMARK_TEXT = "videosynth animatic"
 FADE_SECONDS = 0.25
 FADE_MAX_SHARE = 6  # a fade lasts at most a sixth of either shot
 MIN_SHOT_SECONDS = 0.5
@@ -219,18 +219,18 @@ def shot_zoom(shot: Shot) -> float:
 class _Watermark:
     """A pre-rendered, semi-transparent text patch for the bottom-right corner."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, label: str = WATERMARK_TEXT) -> None:
         size = max(10, round(min(width, height) * 0.03))
         font = ImageFont.load_default(size=size)
-        left, top, right, bottom = (int(v) for v in font.getbbox(WATERMARK_TEXT))
+        left, top, right, bottom = (int(v) for v in font.getbbox(label))
         shadow = max(1, size // 14)
         pw, ph = right - left + shadow + 2, bottom - top + shadow + 2
         text = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
-        ImageDraw.Draw(text).text((1 - left, 1 - top), WATERMARK_TEXT, font=font, fill=(255, 255, 255, 170))
+        ImageDraw.Draw(text).text((1 - left, 1 - top), label, font=font, fill=(255, 255, 255, 170))
         under = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
         # A soft dark shadow keeps the text legible on white.
         ImageDraw.Draw(under).text(
-            (1 - left + shadow, 1 - top + shadow), WATERMARK_TEXT, font=font, fill=(0, 0, 0, 110)
+            (1 - left + shadow, 1 - top + shadow), label, font=font, fill=(0, 0, 0, 110)
         )
         patch = np.asarray(Image.alpha_composite(under, text))
         margin = max(4, round(min(width, height) * 0.025))
@@ -249,9 +249,9 @@ class _Watermark:
         region[...] = ((region * self._inv_alpha + self._premult) // 255).astype(np.uint8)
 
 
-def watermark_box(width: int, height: int) -> tuple[int, int, int, int]:
+def watermark_box(width: int, height: int, label: str = WATERMARK_TEXT) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)`` of the watermark patch in a ``width x height`` frame (x1, y1 exclusive)."""
-    wm = _Watermark(width, height)
+    wm = _Watermark(width, height, label)
     return wm.x0, wm.y0, wm.x1, wm.y1
 
 
@@ -429,6 +429,7 @@ def render_frames(
     *,
     seed: int,
     watermark: bool,
+    watermark_text: str = WATERMARK_TEXT,
 ) -> Iterator[np.ndarray]:
     """Yield exactly ``num_frames`` ``(height, width, 3)`` uint8 RGB frames of the animatic.
 
@@ -442,7 +443,7 @@ def render_frames(
     for shot in shots:
         if not 1 <= shot.image_index <= len(images):
             raise ValueError(f"shot refers to [Image {shot.image_index}] but {len(images)} images were given")
-    return _frames(shots, images, width, height, fps, num_frames, seed, watermark)
+    return _frames(shots, images, width, height, fps, num_frames, seed, watermark, watermark_text)
 
 
 @dataclass(frozen=True)
@@ -485,6 +486,7 @@ def _frames(
     num_frames: int,
     seed: int,
     watermark: bool,
+    watermark_text: str,
 ) -> Iterator[np.ndarray]:
     tl = _timeline(shots, num_frames, fps)
     plan, starts, halves = tl.plan, tl.starts, tl.halves
@@ -494,7 +496,7 @@ def _frames(
     # Images are fetched from ``images`` when their first shot is built (the engine's sequence decodes them
     # lazily) and let go after their last shot.
     last_use = {shot.image_index: i for i, (_, shot, _) in enumerate(plan)}
-    wm = _Watermark(width, height) if watermark else None
+    wm = _Watermark(width, height, watermark_text) if watermark else None
     assets: dict[int, _ImageAssets] = {}
     renderers: dict[int, _ShotRenderer] = {}
 
