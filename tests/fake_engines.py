@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +45,43 @@ class SolidColorEngine:
         written = encode_frames((frame for _ in range(total)), output_path, request.width, request.height,
                                 request.fps, on_frame=on_frame)  # fmt: skip
         return GenerationResult(frames=written, duration=written / request.fps)
+
+
+class HangingEngine:
+    """Stuck, as in a GPU kernel: never reports progress, so a cancel can never reach it."""
+
+    OPTIONS = (Option("hang_seconds", float, 3600.0),)
+    name = "hanging"
+
+    def __init__(self, *, hang_seconds: float) -> None:
+        self.hang_seconds = hang_seconds
+
+    def warm_up(self) -> None:
+        pass
+
+    def generate(
+        self, request: GenerationRequest, output_path: Path, on_progress: ProgressCallback
+    ) -> GenerationResult:
+        time.sleep(self.hang_seconds)
+        raise RuntimeError("woke up")
+
+
+class CrashingEngine:
+    """Dies mid-task the way a segfault or the kernel's OOM killer ends a process."""
+
+    OPTIONS = (Option("signal", int, int(signal.SIGKILL)),)
+    name = "crashing"
+
+    def __init__(self, *, signal: int) -> None:
+        self.signal = signal
+
+    def warm_up(self) -> None:
+        pass
+
+    def generate(
+        self, request: GenerationRequest, output_path: Path, on_progress: ProgressCallback
+    ) -> GenerationResult:
+        on_progress(1, request.num_frames)
+        os.kill(os.getpid(), self.signal)
+        time.sleep(60)
+        raise RuntimeError("not killed")

@@ -33,6 +33,7 @@ class Settings:
     retention_seconds: float = 24 * 3600
     max_running_per_account: int = 5
     drain_seconds: float = 30.0
+    engine_stop_seconds: float = 10.0
     model_routes: str = ""
     models_file: Path | None = None
     worker_models: tuple[str, ...] | None = None
@@ -89,6 +90,11 @@ class Settings:
             "drain_seconds",
             "VIDEOSYNTH_DRAIN_SECONDS",
             "on SIGTERM, seconds to finish the current task before handing it back",
+        ),
+        (
+            "engine_stop_seconds",
+            "VIDEOSYNTH_ENGINE_STOP_SECONDS",
+            "seconds an engine has to honour a cancel or drain before its process is killed and replaced",
         ),
         ("poll_interval", "VIDEOSYNTH_POLL_INTERVAL", "seconds between queue polls of an idle worker"),
     )
@@ -164,6 +170,7 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
         "task_timeout_seconds",
         "retention_seconds",
         "drain_seconds",
+        "engine_stop_seconds",
         "poll_interval",
     ):
         if name in out:

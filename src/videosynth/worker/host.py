@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -139,11 +140,24 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ..
             conn.send(Failed(ErrorKind.ENGINE_FAILED, f"The engine failed ({type(exc).__name__})."))
 
 
+def _exit_text(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (the kernel's out-of-memory killer sends this)" if -exitcode == signal.SIGKILL else ""
+        return f"The engine process was killed by {name}{hint}."
+    return f"The engine process exited unexpectedly (exit code {exitcode})."
+
+
 class EngineHost:
     """Parent side: starts the child on first use and again after it dies."""
 
-    def __init__(self, preload: tuple[EngineSpec, ...] = ()) -> None:
+    def __init__(self, preload: tuple[EngineSpec, ...] = (), *, stop_deadline_s: float = 10.0) -> None:
         self._preload = preload
+        #: how long an engine may take to honour a stop (cancel, drain, lost lease) before it is killed
+        self.stop_deadline_s = stop_deadline_s
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -175,23 +189,31 @@ class EngineHost:
         conn, proc = self._conn, self._proc
         try:
             conn.send(Generate(engine, request, str(output_path)))
-            cancel_sent = False
+            cancel_sent_at: float | None = None
             while True:
+                if cancel_sent_at is not None and time.monotonic() - cancel_sent_at > self.stop_deadline_s:
+                    # Stuck (in a kernel, a C call, a loop that never reports): the only way out is to kill it.
+                    log.warning(
+                        "engine %s ignored a stop for %.0f s; killing its process",
+                        engine.name,
+                        self.stop_deadline_s,
+                    )
+                    self._kill()
+                    self.start()  # a fresh one warms up while the worker records the stop
+                    raise Canceled()
                 if not conn.poll(0.2):
                     if not proc.is_alive():
-                        raise EngineCrashed(
-                            f"The engine process exited with code {proc.exitcode}; out of memory?"
-                        )
+                        raise EngineCrashed(_exit_text(proc.exitcode))
                     # Give the caller a chance to cancel even when the engine is silent.
-                    if on_progress(-1, -1) and not cancel_sent:
+                    if on_progress(-1, -1) and cancel_sent_at is None:
                         conn.send(Cancel())
-                        cancel_sent = True
+                        cancel_sent_at = time.monotonic()
                     continue
                 msg = conn.recv()
                 if isinstance(msg, Progress):
-                    if on_progress(msg.done, msg.total) and not cancel_sent:
+                    if on_progress(msg.done, msg.total) and cancel_sent_at is None:
                         conn.send(Cancel())
-                        cancel_sent = True
+                        cancel_sent_at = time.monotonic()
                 elif isinstance(msg, Done):
                     return GenerationResult(frames=msg.frames, duration=msg.duration)
                 elif isinstance(msg, Failed):
@@ -199,12 +221,18 @@ class EngineHost:
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
             proc.join(timeout=5)
             self._proc = None
-            raise EngineCrashed(
-                f"The engine process exited with code {proc.exitcode}; out of memory?"
-            ) from exc
+            raise EngineCrashed(_exit_text(proc.exitcode)) from exc
         except EngineCrashed:
             self._proc = None
             raise
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+        self._proc = self._conn = None
 
     def close(self) -> None:
         if self._proc is None:

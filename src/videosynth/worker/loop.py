@@ -112,7 +112,9 @@ class Worker:
         self.storage = storage
         self.catalog = catalog or Catalog.default(settings.default_engine, settings.model_routes)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.host = host or EngineHost(preload=self._engines_to_preload())
+        self.host = host or EngineHost(
+            preload=self._engines_to_preload(), stop_deadline_s=settings.engine_stop_seconds
+        )
         self.fetch_policy = FetchPolicy(allow_private=settings.media_allow_private)
         self.lease_ms = int(settings.lease_seconds * 1000)
         self._last_maintenance = 0.0
