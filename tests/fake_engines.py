@@ -85,3 +85,15 @@ class CrashingEngine:
         os.kill(os.getpid(), self.signal)
         time.sleep(60)
         raise RuntimeError("not killed")
+
+
+class UnloadableEngine(SolidColorEngine):
+    """Cannot load where its weights are missing (the option says so), like a GPU engine on the wrong host."""
+
+    OPTIONS = (*SolidColorEngine.OPTIONS, Option("weights_missing", bool, True))
+    name = "unloadable"
+
+    def __init__(self, *, weights_missing: bool, **options: object) -> None:
+        if weights_missing:
+            raise FileNotFoundError("no weights in /models/missing")
+        super().__init__(**options)  # type: ignore[arg-type]

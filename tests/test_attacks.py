@@ -114,7 +114,8 @@ def _send_until_answered(sock: socket.socket, head: bytes, chunks: Iterator[byte
             break
     sock.settimeout(10)
     try:
-        while b"\r\n\r\n" not in answer:
+        # The head and the body may come in separate segments: read up to the end of the body.
+        while not _complete(answer):
             more = sock.recv(65536)
             if not more:
                 break
@@ -122,6 +123,17 @@ def _send_until_answered(sock: socket.socket, head: bytes, chunks: Iterator[byte
     except OSError:
         pass
     return answer
+
+
+def _complete(answer: bytes) -> bool:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return True
 
 
 def _chunked(total: int) -> Iterator[bytes]:

@@ -14,11 +14,13 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from videosynth import __version__
 from videosynth.apikeys import display_prefix, hash_key, new_api_key
@@ -81,8 +83,14 @@ def _bootstrap_keys(settings: Settings, store: TaskStore) -> str | None:
     return key
 
 
-def run_worker_process(settings: Settings, stop: object | None = None, parent_pid: int | None = None) -> None:
-    """Entry point of a worker process (standalone or spawned by ``serve``)."""
+def run_worker_process(
+    settings: Settings,
+    stop: object | None = None,
+    parent_pid: int | None = None,
+    reports: object | None = None,
+    slot: int = 0,
+) -> None:
+    """Entry point of a worker process (standalone or spawned by ``serve``, which reads ``reports``)."""
     from videosynth.wiring import build_catalog, build_storage, build_store
     from videosynth.worker.loop import Worker
 
@@ -112,7 +120,14 @@ def run_worker_process(settings: Settings, stop: object | None = None, parent_pi
         threading.Thread(target=watch_parent, daemon=True).start()
     store = build_store(settings)
     storage = build_storage(settings, store)
-    worker = Worker(settings=settings, store=store, storage=storage, catalog=build_catalog(settings))
+
+    def report(status: dict[str, Any]) -> None:
+        if reports is not None:
+            reports.put({"slot": slot, "pid": os.getpid(), **status})  # type: ignore[attr-defined]
+
+    worker = Worker(
+        settings=settings, store=store, storage=storage, catalog=build_catalog(settings), report=report
+    )
     try:
         worker.run(stop_event)
     finally:
@@ -129,26 +144,45 @@ class WorkerPool:
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._count = count
         self._closing = threading.Event()
+        # Each worker reports its engines once they have loaded (or failed to); /readyz shows the latest.
+        self._reports = self._ctx.Queue()
+        self._status: dict[int, dict[str, Any]] = {}
 
-    def _spawn(self) -> multiprocessing.process.BaseProcess:
+    def _spawn(self, slot: int) -> multiprocessing.process.BaseProcess:
+        self._status[slot] = {"slot": slot, "engines": [], "state": "starting"}
         proc = self._ctx.Process(
             target=run_worker_process,
-            args=(self._settings, self._stop, os.getpid()),
+            args=(self._settings, self._stop, os.getpid(), self._reports, slot),
             name="videosynth-worker",
         )
         proc.start()
         return proc
 
     def start(self) -> None:
-        self._procs = [self._spawn() for _ in range(self._count)]
+        self._procs = [self._spawn(slot) for slot in range(self._count)]
         threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True).start()
+        threading.Thread(target=self._read_reports, name="worker-reports", daemon=True).start()
+
+    def _read_reports(self) -> None:
+        while not self._closing.is_set():
+            try:
+                report = self._reports.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                return
+            self._status[int(report["slot"])] = {**report, "state": "running"}
+
+    def readiness(self) -> list[dict[str, Any]]:
+        """Each embedded worker: starting, or running with its engines and their states."""
+        return [dict(self._status[slot]) for slot in sorted(self._status)]
 
     def _supervise(self) -> None:
         while not self._closing.wait(1.0):
             for i, proc in enumerate(self._procs):
                 if not proc.is_alive() and not self._closing.is_set():
                     log.warning("worker process %s exited with %s; restarting", proc.pid, proc.exitcode)
-                    self._procs[i] = self._spawn()
+                    self._procs[i] = self._spawn(i)
 
     def stop(self, grace_s: float = 30.0) -> None:
         self._closing.set()
@@ -189,13 +223,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = _open_store(settings)
     key = _bootstrap_keys(settings, store)
     storage = build_storage(settings, store)
-    app = create_app(
-        settings=settings,
-        store=store,
-        storage=storage,
-        catalog=catalog,
-    )
     pool = WorkerPool(settings, settings.workers)
+    app = create_app(settings=settings, store=store, storage=storage, catalog=catalog, workers=pool.readiness)
     pool.start()
     stop_maintenance = threading.Event()
     start_maintenance_thread(settings, store, storage, stop_maintenance)

@@ -7,10 +7,12 @@ error shape of the dialect whose path prefix they carry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videosynth import __version__
@@ -24,7 +26,14 @@ from videosynth.storage.local import LocalStorage
 from videosynth.tasks.store import TaskStore
 
 
-def create_app(*, settings: Settings, store: TaskStore, storage: Storage, catalog: Catalog) -> FastAPI:
+def create_app(
+    *,
+    settings: Settings,
+    store: TaskStore,
+    storage: Storage,
+    catalog: Catalog,
+    workers: Callable[[], list[dict[str, Any]]] | None = None,
+) -> FastAPI:
     app = FastAPI(title="videosynth", version=__version__, docs_url="/docs", redoc_url=None)
     services = Services(settings=settings, store=store, storage=storage, catalog=catalog)
     app.router.routes.extend(dashscope.dashscope_routes(services))
@@ -34,6 +43,15 @@ def create_app(*, settings: Settings, store: TaskStore, storage: Storage, catalo
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        # Ready when every embedded worker has at least one engine that loaded (an API-only server: always).
+        local = workers() if workers is not None else []
+        ready = all(any(e.get("state") == "ready" for e in w.get("engines", [])) for w in local)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "workers": local}, status_code=200 if ready else 503
+        )
 
     async def unrouted(request: Request, exc: Exception) -> Response:
         # Only one dialect so far: everything that matched no route answers in DashScope's shape.

@@ -49,6 +49,13 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class Loaded:
+    """Sent once the child has built its preloaded engines: each spec with None (ready) or why it failed."""
+
+    results: tuple[tuple[EngineSpec, str | None], ...]
+
+
+@dataclass(frozen=True)
 class Cancel:
     pass
 
@@ -93,16 +100,20 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ..
     _exit_with_parent(parent_pid)
     engines: dict[EngineSpec, Engine] = {}
     # Build (import, load weights) and warm up before the first task arrives rather than during it.
+    results: list[tuple[EngineSpec, str | None]] = []
     for spec in preload:
         try:
             engines[spec] = create_engine(spec.name, dict(spec.options))
-        except Exception:  # reported again, as a task failure, when a task asks for it
-            log.exception("could not preload engine %s", spec.name)
+        except Exception as exc:  # the worker claims nothing for it, and says why
+            log.exception("could not load engine %s", spec.name)
+            results.append((spec, f"{type(exc).__name__}: {exc}"[:500]))
             continue
         try:
             engines[spec].warm_up()
         except Exception:  # a failed warm-up only costs speed; the task will tell if the engine is broken
             log.exception("warm-up of engine %s failed", spec.name)
+        results.append((spec, None))
+    conn.send(Loaded(tuple(results)))
     while True:
         try:
             msg = conn.recv()
@@ -156,6 +167,9 @@ class EngineHost:
 
     def __init__(self, preload: tuple[EngineSpec, ...] = (), *, stop_deadline_s: float = 10.0) -> None:
         self._preload = preload
+        #: each preloaded spec: ("loading" | "ready" | "failed", why it failed)
+        self.states: dict[EngineSpec, tuple[str, str | None]] = dict.fromkeys(preload, ("loading", None))
+        self._loaded = False
         #: how long an engine may take to honour a stop (cancel, drain, lost lease) before it is killed
         self.stop_deadline_s = stop_deadline_s
         self._ctx = multiprocessing.get_context("spawn")
@@ -175,6 +189,36 @@ class EngineHost:
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
+        self._loaded = False
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Read the child's load report if it arrives within ``timeout``; True once it has (``states``)."""
+        self.start()
+        assert self._conn is not None and self._proc is not None
+        if self._loaded:
+            return True
+        try:
+            while self._conn.poll(timeout):
+                if self._take(self._conn.recv()):
+                    return True
+        except (EOFError, OSError):
+            self._proc.join(timeout=5)
+            reason = _exit_text(self._proc.exitcode)
+            self._proc = None
+            self.states = dict.fromkeys(
+                self._preload, ("failed", f"the engine process died while loading: {reason}")
+            )
+            return True
+        return False
+
+    def _take(self, msg: object) -> bool:
+        if isinstance(msg, Loaded):
+            self.states.update(
+                (spec, ("failed", error) if error else ("ready", None)) for spec, error in msg.results
+            )
+            self._loaded = True
+            return True
+        return False
 
     def generate(
         self,
@@ -210,6 +254,8 @@ class EngineHost:
                         cancel_sent_at = time.monotonic()
                     continue
                 msg = conn.recv()
+                if self._take(msg):  # a restarted child reporting its engines
+                    continue
                 if isinstance(msg, Progress):
                     if on_progress(msg.done, msg.total) and cancel_sent_at is None:
                         conn.send(Cancel())

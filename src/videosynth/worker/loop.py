@@ -18,9 +18,10 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from videosynth import inputs, sizes, uploads
-from videosynth.catalog import Catalog
+from videosynth.catalog import Catalog, ModelSpec
 from videosynth.engines.base import GenerationRequest, ReferenceImage
 from videosynth.errors import Canceled, ErrorKind, MediaNotFound, ModelNotFound, StoreError, VideosynthError
 from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
@@ -106,6 +107,7 @@ class Worker:
         worker_id: str | None = None,
         host: EngineHost | None = None,
         catalog: Catalog | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -120,17 +122,42 @@ class Worker:
         self._last_maintenance = 0.0
         self._stop = threading.Event()
         self._stop_at: float | None = None
+        self._report = report
+        #: the models whose engines loaded: all this worker claims (None until the engines reported)
+        self.runnable: tuple[str, ...] | None = None
 
-    def _engines_to_preload(self) -> tuple[EngineSpec, ...]:
+    def _served_models(self) -> list[ModelSpec]:
         models, engines = self.settings.worker_models, self.settings.worker_engines
-        specs = {
-            EngineSpec.of(m.engine, m.options)
+        return [
+            m
             for m in self.catalog
             if (models is None or m.name in models) and (engines is None or m.engine in engines)
-        }
-        if not specs and engines:
-            specs = {EngineSpec(e) for e in engines}
+        ]
+
+    def _engines_to_preload(self) -> tuple[EngineSpec, ...]:
+        specs = {EngineSpec.of(m.engine, m.options) for m in self._served_models()}
         return tuple(sorted(specs, key=repr))
+
+    def status(self) -> dict[str, Any]:
+        """This worker's engines, the models each serves here, and whether each loaded (for ``/readyz``)."""
+        engines = []
+        for spec, (state, detail) in self.host.states.items():
+            served = [m.name for m in self._served_models() if EngineSpec.of(m.engine, m.options) == spec]
+            engines.append({"engine": spec.name, "models": served, "state": state, "detail": detail})
+        return {"worker_id": self.worker_id, "engines": engines}
+
+    def _engines_loaded(self) -> None:
+        ready = {spec for spec, (state, _) in self.host.states.items() if state == "ready"}
+        self.runnable = tuple(
+            m.name for m in self._served_models() if EngineSpec.of(m.engine, m.options) in ready
+        )
+        for spec, (state, detail) in self.host.states.items():
+            if state != "ready":
+                log.error("worker %s claims nothing for engine %s: %s", self.worker_id, spec.name, detail)
+        if not self.runnable:
+            log.error("worker %s has no engine that loaded; it claims no tasks", self.worker_id)
+        if self._report is not None:
+            self._report(self.status())
 
     def engine_for(self, task: Task) -> EngineSpec:
         """The task's engine with the options its model has here (an unknown model: the engine's defaults)."""
@@ -149,6 +176,11 @@ class Worker:
         self.host.start()  # pay the engine process start-up before the first task, not during it
         warm_up()
         try:
+            # Claim only once the engines have loaded, and only for those that did: a GPU engine may take
+            # minutes, and an engine that cannot load must not fail every task routed to it.
+            while not stop.is_set() and not self.host.wait_loaded(0.5):
+                pass
+            self._engines_loaded()
             while not stop.is_set():
                 try:
                     if not self.run_once():
@@ -168,7 +200,7 @@ class Worker:
             self.worker_id,
             now_ms(),
             self.lease_ms,
-            models=self.settings.worker_models,
+            models=self.runnable if self.runnable is not None else self.settings.worker_models,
             engines=self.settings.worker_engines,
             max_running_per_account=self.settings.max_running_per_account,
         )
