@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test check bench bench-queue bench-load system-deps clean
+.PHONY: install run test test-faults check bench bench-queue bench-load system-deps clean
 
 # Idempotent: re-runs pip only when pyproject.toml changed since the last install.
 install: $(VENV)/.installed
@@ -30,6 +30,12 @@ check: install
 # Java (single-file source mode needs a JDK's compiler); install whichever of them this machine lacks.
 test: install system-deps
 	$(BIN)/python -m pytest -q
+
+# The slow fault tests (tests/test_faults.py, marker `faults`): PostgreSQL restarted under load, the S3 server
+# restarted during uploads, 1,000 tasks through 4 workers. `make test` runs the quick ones; CI runs both.
+# -rP prints each test's figures.
+test-faults: install system-deps
+	$(BIN)/python -m pytest -q -m faults -rP tests/test_faults.py
 
 system-deps:
 	@missing=""; \

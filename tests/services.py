@@ -76,6 +76,11 @@ class PostgresCluster:
             "start",
         )
 
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m MODE`` with the options of the first start (pg_ctl keeps them)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-m", mode,
+                  "-w", "restart")  # fmt: skip
+
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{db}"
 
@@ -121,8 +126,10 @@ class SeaweedS3:
         self.root = Path(tempfile.mkdtemp(prefix="vs-s3-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.s3_port = 0
+        self.ports: dict[str, int] = {}
 
     def start(self) -> None:
+        """Start the server; after :meth:`halt`, again on the same ports and with the same data."""
         import json
 
         ids = self.root / "identities.json"
@@ -144,7 +151,7 @@ class SeaweedS3:
             "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port", "s3.port.iceberg",
             "s3.port.lance", "s3.debug.port",
         ]  # fmt: skip
-        ports = {name: free_port() for name in names}
+        ports = self.ports = self.ports or {name: free_port() for name in names}
         self.s3_port = ports["s3.port"]
         # Loopback only, no telemetry (stack.md pitfall 13).
         args = [
@@ -153,8 +160,8 @@ class SeaweedS3:
             "-master.volumeSizeLimitMB=64", f"-bucket={self.bucket}",
             *(f"-{name}={port}" for name, port in ports.items()),
         ]  # fmt: skip
-        (self.root / "data").mkdir()
-        log = open(self.root / "log", "wb")  # noqa: SIM115 - the server process writes it until it exits
+        (self.root / "data").mkdir(exist_ok=True)
+        log = open(self.root / "log", "ab")  # noqa: SIM115 - the server process writes it until it exits
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -194,7 +201,8 @@ class SeaweedS3:
             "AWS_REGION": "us-east-1",
         }
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the server process (SIGTERM, then SIGKILL), keeping its data and ports for :meth:`start`."""
         if self.proc is not None:
             self.proc.terminate()
             try:
@@ -202,4 +210,8 @@ class SeaweedS3:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)

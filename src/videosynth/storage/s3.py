@@ -11,6 +11,7 @@ from videosynth.storage.base import ObjectExists
 
 try:
     import boto3
+    from boto3.exceptions import S3UploadFailedError
     from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -96,7 +97,8 @@ class S3Storage:
                 ExtraArgs={"ContentType": content_type},
                 Config=self._transfer,
             )
-        except (BotoCoreError, ClientError) as exc:
+        # upload_file wraps the server's error answers (ClientError) in S3UploadFailedError.
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise _unavailable("store", key, exc) from exc
 
     def url_for(self, key: str, expires_at_s: int) -> str:
@@ -152,6 +154,9 @@ class S3Storage:
         keys: list[str] = []
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable("list", prefix, exc) from exc
         return sorted(keys)

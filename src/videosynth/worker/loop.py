@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 FETCH_THREADS = 4
 # A cancel lands within a second: the heartbeat looks at the task this often.
 WATCH_EVERY_S = 0.25
+# While the store is unavailable, a finished task's outcome is offered again this often (for up to a lease).
+RECORD_RETRY_S = 0.5
 
 
 def _looks_like_task_id(text: str) -> bool:
@@ -300,12 +302,19 @@ class Worker:
             elif why is StopReason.SHUTDOWN and not self.store.release(task.task_id, self.worker_id):
                 # A cancel came in meanwhile: honour it rather than requeue.
                 self.store.finish_canceled(task.task_id, self.worker_id, now_ms())
+        except StoreError:
+            # Its outcome could not be recorded for a whole lease: the task runs again once its lease has
+            # expired, and the run loop waits for the store.
+            raise
         except VideosynthError as exc:
             log.info("task %s failed: %s %s", task.task_id, exc.kind.value, exc.detail)
-            self.store.fail(task.task_id, self.worker_id, now_ms(), exc.kind, exc.detail)
+            kind, detail = exc.kind, exc.detail
+            self._record(lambda: self.store.fail(task.task_id, self.worker_id, now_ms(), kind, detail))
         except Exception:  # a bug here must fail one task, never the worker
             log.exception("task %s crashed the worker loop", task.task_id)
-            self.store.fail(task.task_id, self.worker_id, now_ms(), ErrorKind.INTERNAL, None)
+            self._record(
+                lambda: self.store.fail(task.task_id, self.worker_id, now_ms(), ErrorKind.INTERNAL, None)
+            )
         finally:
             done.set()
             watcher.join()
@@ -379,7 +388,15 @@ class Worker:
         meter.update(Stage.STORING, STORING_PERCENT)
         key = result_key(task)
         self.storage.put_file(key, output, "video/mp4")
-        if not self.store.succeed(task.task_id, self.worker_id, now_ms(), key, round(result.duration * 1000)):
+        video_ms = round(result.duration * 1000)
+        recorded, retried = self._record(
+            lambda: self.store.succeed(task.task_id, self.worker_id, now_ms(), key, video_ms)
+        )
+        if not recorded:
+            if retried and self._recorded_as(task.task_id, key):
+                # An earlier try committed but its answer was lost with the connection: the result is ours.
+                log.info("task %s SUCCEEDED (recorded by an earlier try)", task.task_id)
+                return
             # The task is not ours any more (lease lost, timed out): leave no stray object behind.
             log.warning("task %s finished after losing its lease; result discarded", task.task_id)
             self.storage.delete(key)
@@ -392,6 +409,36 @@ class Worker:
             generated - fetched,
             time.monotonic() - generated,
         )
+
+    def _record(self, finish: Callable[[], bool]) -> tuple[bool, bool]:
+        """Run ``finish``, a statement recording the task's outcome if this worker still holds it; return its
+        answer and whether it had to be tried again.
+
+        While the store is unavailable (a database restart) it is tried again, for up to a lease: giving up
+        at once would leave a finished task RUNNING until its lease expired, and then run it a second time.
+        Retrying is safe because the statement is conditional on our lease: a task requeued or claimed
+        elsewhere meanwhile is simply not ours any more. Raises StoreError if the store stays unavailable.
+        """
+        first_failure: float | None = None
+        while True:
+            try:
+                return finish(), first_failure is not None
+            except StoreError:
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                if now - first_failure >= self.settings.lease_seconds:
+                    raise
+                log.warning("task store unavailable; recording the outcome again in %.1f s", RECORD_RETRY_S)
+                time.sleep(RECORD_RETRY_S)
+
+    def _recorded_as(self, task_id: str, key: str) -> bool:
+        """Whether the task is SUCCEEDED with ``key``; True when the store cannot say, since a stray object
+        only costs space where deleting a recorded result would lose the video."""
+        try:
+            task = self.store.get(task_id)
+        except StoreError:
+            return True
+        return task is not None and task.status is TaskStatus.SUCCEEDED and task.result_key == key
 
     def _fetch(self, url: str, task: Task, should_stop: Callable[[], bool]) -> bytes:
         account_id = task.account_id
