@@ -26,7 +26,8 @@ MAX_FILE_MB = 100
 # The hosted service deletes uploads after 48 hours. Upload directories carry their UTC date only, so an
 # upload is deleted once its date is UPLOAD_KEEP_DAYS days past: 48 to 72 hours after it arrived.
 UPLOAD_KEEP_DAYS = 3
-MAX_NAME_CHARS = 255
+# A file name holds at most 255 bytes (NAME_MAX), and non-ASCII characters take two to four of them.
+MAX_NAME_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def verify(secret: str, policy: str, signature: str, now_s: float) -> Policy | N
 def _plain_name(name: str) -> bool:
     return (
         bool(name)
-        and len(name) <= MAX_NAME_CHARS
+        and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
         and "/" not in name
         and "\\" not in name
         and name not in (".", "..")

@@ -32,9 +32,11 @@ def files_router(storage: LocalStorage) -> APIRouter:
             return _refusal(403, "AccessDenied", "The link is unsigned, tampered with or expired.")
         try:
             path = storage.path_for(key)
-        except VideosynthError:
-            return _refusal(404, "NotFound", "Not found!")
-        if not path.is_file():
+            # is_file() is False for a missing file but raises for a name the filesystem cannot hold.
+            found = path.is_file()
+        except (VideosynthError, OSError):
+            found = False
+        if not found:
             return _refusal(404, "NotFound", "Not found!")
         return FileResponse(path, media_type="video/mp4" if key.endswith(".mp4") else None)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from fastapi import Request
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from videosynth import uploads
@@ -177,7 +177,7 @@ async def receive_upload(request: Request, secret: str, scratch: Path) -> Receiv
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError:
+    except FormParserError:  # MultipartParseError, and a boundary the parser refuses (over 256 bytes)
         raise WireRefusal(BODY_INVALID.status, BODY_INVALID.code, BODY_INVALID.message) from None
     finally:
         reader.close()
