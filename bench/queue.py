@@ -20,6 +20,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse
 import multiprocessing
+import queue
 import tempfile
 import time
 import uuid
@@ -70,7 +71,7 @@ def work(url: str, name: str, start: multiprocessing.synchronize.Event, out: mul
         if task is None:
             break
         claimed.append(task.task_id)
-        store.succeed(task.task_id, name, now, f"results/{task.task_id}.mp4", {})
+        store.succeed(task.task_id, name, now, f"results/{task.task_id}.mp4", 0)
     out.put((name, claimed, t0, time.perf_counter()))
     store.close()
 
@@ -84,7 +85,13 @@ def run(url: str, workers: int, tasks: int) -> tuple[float, int]:
         p.start()
     time.sleep(1.0)  # let every process import and connect before the clock starts
     start.set()
-    results = [out.get() for _ in procs]
+    results = []
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=1.0))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                raise SystemExit("a worker process failed; see its traceback above") from None
     for p in procs:
         p.join()
     ids = [i for _, claimed, _, _ in results for i in claimed]
