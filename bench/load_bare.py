@@ -57,6 +57,7 @@ async def query(task_id: str) -> JSONResponse:
                 "scheduled_time": "2026-11-25 10:00:00.125",
                 "end_time": "2026-11-25 10:00:00.921",
                 "orig_prompt": PROMPT,
+                "progress": 100,
                 "video_url": f"http://127.0.0.1:8000/files/results/{task_id}-1.mp4"
                 "?Expires=1795600000&Signature=3q2-7wVN2cjNk1yE_uKhzQ7Qe9kvN8l3iRc3Xk0aP8Y",
             },
