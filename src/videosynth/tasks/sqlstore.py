@@ -16,6 +16,8 @@ import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+import orjson
+
 from videosynth.errors import ErrorKind, StoreError
 from videosynth.tasks.models import (
     ApiKey,
@@ -156,7 +158,7 @@ def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
         engine=row["engine"],
         prompt=row["prompt"],
         media_urls=media,
-        params=GenerationParams.from_dict(json.loads(row["params"])),
+        params=GenerationParams.from_dict(orjson.loads(row["params"])),
         status=TaskStatus(row["status"]),
         submit_time_ms=row["submit_time_ms"],
         scheduled_time_ms=row["scheduled_time_ms"],
