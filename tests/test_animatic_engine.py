@@ -25,10 +25,11 @@ from videosynth.engines.animatic import (
     watermark_box,
 )
 from videosynth.engines.animatic.shots import Shot
-from videosynth.engines.base import GenerationRequest, ReferenceImage
+from videosynth.engines.base import Frames, GenerationRequest, ReferenceImage
 from videosynth.errors import Canceled, EngineError, InvalidImageFormat
 from videosynth.media.encode import PictureHint
 from videosynth.sizes import FPS, FRAME_SIZES
+from videosynth.worker.video import make_video
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -88,7 +89,7 @@ class Progress:
         self.cancel_at = cancel_at
         self.error: Canceled | None = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str | None = None) -> None:
         self.calls.append((done, total))
         if self.cancel_at is not None and done >= self.cancel_at:
             self.error = Canceled()
@@ -120,7 +121,7 @@ def test_every_size(tmp_path: Path, resolution: str, ratio: str) -> None:
     refs = write_refs(tmp_path, 2, (320, 240))
     req = request(refs, "[Image 1] waves. Close-up of [Image 2].", resolution, ratio, duration=3)
     out = tmp_path / "out.mp4"
-    result = AnimaticEngine().generate(req, out, Progress())
+    result = make_video(AnimaticEngine(), req, out, Progress())
     assert result.frames == 72
     assert result.duration == pytest.approx(3.0)
     with av.open(str(out)) as container:
@@ -139,7 +140,7 @@ def test_fifteen_seconds(tmp_path: Path) -> None:
     req = request(refs, "[Image 1] smiles. [Image 2] pushes in. [Image 3] pan left.", duration=15)
     out = tmp_path / "long.mp4"
     progress = Progress()
-    result = AnimaticEngine().generate(req, out, progress)
+    result = make_video(AnimaticEngine(), req, out, progress)
     assert result.frames == 360 and result.duration == pytest.approx(15.0)
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
@@ -158,7 +159,7 @@ def test_cancel_propagates_and_leaves_no_file(tmp_path: Path) -> None:
     out = tmp_path / "cancel.mp4"
     progress = Progress(cancel_at=24)
     with pytest.raises(Canceled) as caught:
-        AnimaticEngine().generate(request(refs, "[Image 1] push in. [Image 2]."), out, progress)
+        make_video(AnimaticEngine(), request(refs, "[Image 1] push in. [Image 2]."), out, progress)
     assert caught.value is progress.error  # untouched, not wrapped
     assert not out.exists()
     assert not any(
@@ -171,7 +172,7 @@ def test_cancel_before_rendering(tmp_path: Path) -> None:
     refs = write_refs(tmp_path, 2)
     out = tmp_path / "cancel0.mp4"
     with pytest.raises(Canceled):
-        AnimaticEngine().generate(request(refs, "[Image 1]"), out, Progress(cancel_at=0))
+        make_video(AnimaticEngine(), request(refs, "[Image 1]"), out, Progress(cancel_at=0))
     assert not out.exists()
 
 
@@ -182,7 +183,7 @@ def test_undecodable_reference_is_an_invalid_file(tmp_path: Path) -> None:
     refs[1].path.write_bytes(data[: len(data) // 2])
     out = tmp_path / "bad.mp4"
     with pytest.raises(InvalidImageFormat, match=r"Failed to decode the image \[Image 2\]") as caught:
-        AnimaticEngine().generate(request(refs, "[Image 1] [Image 2]"), out, Progress())
+        make_video(AnimaticEngine(), request(refs, "[Image 1] [Image 2]"), out, Progress())
     assert caught.value.__cause__ is not None
     assert not out.exists()
 
@@ -191,19 +192,19 @@ def test_unexpected_errors_are_wrapped_and_clean_up(tmp_path: Path) -> None:
     refs = write_refs(tmp_path, 1)
     out = tmp_path / "boom.mp4"
 
-    def on_progress(done: int, total: int) -> None:
+    def on_progress(done: int, total: int, stage: str | None = None) -> None:
         if done >= 30:
             raise RuntimeError("disk on fire")
 
-    with pytest.raises(EngineError, match=r"could not render the video \(RuntimeError\)") as caught:
-        AnimaticEngine().generate(request(refs, "[Image 1]"), out, on_progress)
+    with pytest.raises(EngineError, match=r"could not make the video \(RuntimeError\)") as caught:
+        make_video(AnimaticEngine(), request(refs, "[Image 1]"), out, on_progress)
     assert isinstance(caught.value.__cause__, RuntimeError)
     assert not out.exists()
 
 
 def test_no_references_is_an_engine_error(tmp_path: Path) -> None:
     with pytest.raises(EngineError):
-        AnimaticEngine().generate(request([], "hello"), tmp_path / "x.mp4", Progress())
+        make_video(AnimaticEngine(), request([], "hello"), tmp_path / "x.mp4", Progress())
     assert not (tmp_path / "x.mp4").exists()
 
 
@@ -212,7 +213,7 @@ def test_engine_output_is_deterministic(tmp_path: Path) -> None:
     req = request(refs, "[Image 1] zoom in. [Image 2] pan right.", resolution="720P", ratio="1:1", seed=7)
     decoded = []
     for name in ("a.mp4", "b.mp4"):
-        AnimaticEngine().generate(req, tmp_path / name, Progress())
+        make_video(AnimaticEngine(), req, tmp_path / name, Progress())
         with av.open(str(tmp_path / name)) as container:
             decoded.append(digest([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]))
     assert decoded[0] == decoded[1]
@@ -467,7 +468,7 @@ def test_engine_codes_the_dissolve_as_b_frames(tmp_path: Path) -> None:
     refs = write_refs(tmp_path, 2)
     out = tmp_path / "fade.mp4"
     req = request(refs, "[Image 1] a. [Image 2] b.")
-    AnimaticEngine().generate(req, out, Progress())
+    make_video(AnimaticEngine(), req, out, Progress())
     (fade,) = dissolves(parse_shots(req.prompt, 2), req.num_frames, req.fps)
     types = picture_types(out)
     assert types[fade.start : fade.stop] == "B" * len(fade), types
@@ -477,17 +478,22 @@ def test_warm_up_renders_and_leaves_nothing_behind(tmp_path: Path, monkeypatch: 
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    written: list[int] = []
+    rendered: list[int] = []
     engine = AnimaticEngine()
-    original = engine.generate
+    original = engine.frames
 
-    def spy(request: GenerationRequest, output_path: Path, on_progress):  # type: ignore[no-untyped-def]
-        result = original(request, output_path, on_progress)
-        written.append(result.frames)
+    def spy(request: GenerationRequest, on_progress):  # type: ignore[no-untyped-def]
+        made = original(request, on_progress)
         assert len(dissolves(parse_shots(request.prompt, 2), request.num_frames, request.fps)) == 1
-        return result
 
-    engine.generate = spy  # type: ignore[method-assign]
+        def counted():  # type: ignore[no-untyped-def]
+            for frame in made.frames:
+                rendered.append(1)
+                yield frame
+
+        return Frames(counted(), made.hints, made.stage)
+
+    engine.frames = spy  # type: ignore[method-assign]
     engine.warm_up()
-    assert written == [24]
+    assert len(rendered) == 24
     assert list(tmp_path.iterdir()) == []

@@ -25,6 +25,7 @@ import pytest
 from test_animatic_engine import request, write_refs
 from videosynth.engines.animatic import AnimaticEngine
 from videosynth.engines.base import GenerationRequest
+from videosynth.worker.video import make_video
 
 # Every kind of frame the renderer makes: a push (warpAffine), a pan with a low angle (warpPerspective),
 # a held close-up (one composed still), and dissolves between them.
@@ -68,7 +69,7 @@ def test_the_same_request_renders_the_same_frames_under_load(tmp_path: Path, bus
     first_bytes = b""
     for run in range(RENDERS_UNDER_LOAD):
         out = tmp_path / f"run{run}.mp4"
-        engine.generate(req, out, lambda done, total: None)
+        make_video(engine, req, out, lambda done, total, stage=None: None)
         frames = _frame_digests(out)
         assert len(frames) == req.num_frames
         if first is None:
@@ -88,9 +89,10 @@ _RENDER_SCRIPT = textwrap.dedent(
     import av
     from test_determinism import _frame_digests, _request
     from videosynth.engines.animatic import AnimaticEngine
+    from videosynth.worker.video import make_video
     folder = Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
-    AnimaticEngine().generate(_request(folder), folder / "out.mp4", lambda done, total: None)
+    make_video(AnimaticEngine(), _request(folder), folder / "out.mp4", lambda done, total, stage=None: None)
     print(hashlib.sha256("".join(_frame_digests(folder / "out.mp4")).encode()).hexdigest())
     print(hashlib.sha256((folder / "out.mp4").read_bytes()).hexdigest())
     """

@@ -21,6 +21,10 @@ engine = "fake_engines:CrashingEngine"
 
 [models."happyhorse-1.0-r2v"]
 engine = "fake_engines:SolidColorEngine"
+
+[models."slow-frames-r2v"]
+engine = "fake_engines:OddFrameEngine"
+frame_seconds = 0.2
 """
 STOP_DEADLINE_S = 2.0
 
@@ -79,5 +83,22 @@ def test_an_engine_process_that_dies_fails_its_task_and_the_next_one_runs(
     assert crashed["task_status"] == "FAILED", crashed
     assert crashed["code"] == "InternalError.Algo"
     assert "killed by SIGKILL" in crashed["message"], crashed
+    after = _submit(live_server, url, "happyhorse-1.0-r2v")
+    assert live_server.wait(after)["output"]["task_status"] == "SUCCEEDED"
+
+
+def test_a_frame_engine_stops_at_its_next_frame_without_being_killed(
+    live_server: LiveServer, image_server: ImageServer, worker
+) -> None:
+    write_image(image_server.root / "ref.png", 500, 400)
+    url = image_server.url("ref.png")
+    slow = _submit(live_server, url, "slow-frames-r2v")  # 72 frames of 0.2 s each
+    _wait_status(live_server, slow, "RUNNING")
+    engine_pid = worker.host._proc.pid
+    r = requests.post(f"{live_server.api}/tasks/{slow}/cancel", headers=live_server.headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    assert live_server.wait(slow)["output"]["task_status"] == "CANCELED"
+    # The same engine process: the cancel reached the worker's encode loop, no kill was needed.
+    assert worker.host._proc.pid == engine_pid
     after = _submit(live_server, url, "happyhorse-1.0-r2v")
     assert live_server.wait(after)["output"]["task_status"] == "SUCCEEDED"

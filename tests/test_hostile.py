@@ -281,10 +281,13 @@ def test_15_an_engine_write_error_names_no_server_path(tmp_path: Path) -> None:
     from test_animatic_engine import request, write_refs
     from videosynth.engines.animatic import AnimaticEngine
     from videosynth.errors import EngineError
+    from videosynth.worker.video import make_video
 
     req = request(write_refs(tmp_path, 1), "[Image 1]", duration=1)
     with pytest.raises(EngineError) as info:
-        AnimaticEngine().generate(req, tmp_path / "missing" / "out.mp4", lambda done, total: None)
+        make_video(
+            AnimaticEngine(), req, tmp_path / "missing" / "out.mp4", lambda done, total, stage=None: None
+        )
     assert str(tmp_path) not in str(info.value) and "/" not in (info.value.detail or "")
 
 

@@ -9,7 +9,8 @@ from test_end_to_end import r2v_body
 from videosynth.tasks.models import Stage
 from videosynth.worker.loop import PROGRESS_RECORD_EVERY_S, ProgressMeter
 
-RUNNING_STAGES = {"fetching", "generating", "encoding", "storing"}
+# The animatic reports its own stage while its frames are rendered and encoded.
+RUNNING_STAGES = {"fetching", "generating", "rendering", "storing"}
 
 
 def test_a_polling_client_sees_progress_rise_to_100(
@@ -35,7 +36,7 @@ def test_a_polling_client_sees_progress_rise_to_100(
     assert all(st == "queued" for s, _, st in seen if s == "PENDING")
     running = [(p, st) for s, p, st in seen if s == "RUNNING"]
     assert running and {st for _, st in running} <= RUNNING_STAGES
-    generating = sorted({p for p, st in running if st == "generating" and 5 < p < 95})
+    generating = sorted({p for p, st in running if st == "rendering" and 5 < p < 95})
     print(f"\n{len(seen)} polls; RUNNING percents seen while generating: {generating}")
     assert len(generating) >= 2  # a render of several seconds shows its progress, not just start and end
 

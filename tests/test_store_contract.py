@@ -214,6 +214,10 @@ def test_progress_rides_on_the_heartbeat_and_never_decreases(store: TaskStore) -
     got = store.get(t.task_id)
     assert got is not None and (got.progress, got.stage) == (30, Stage.STORING)
     assert store.get_many([t.task_id])[t.task_id] == got
+    # An engine's own, finer stage is kept as the word it is.
+    assert store.heartbeat(t.task_id, "w1", 1005, LEASE, progress=40, stage="denoising") is Lease.HELD
+    got = store.get(t.task_id)
+    assert got is not None and (got.progress, got.stage) == (40, "denoising")
 
 
 def test_heartbeat_and_requeue_expired(store: TaskStore) -> None:

@@ -59,6 +59,7 @@ class ErrorKind(enum.StrEnum):
     IMAGE_RESOLUTION = "image_resolution"
     ENGINE_FAILED = "engine_failed"
     ENGINE_CRASHED = "engine_crashed"
+    ENGINE_OUTPUT = "engine_output"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     CANCELED = "canceled"
@@ -201,6 +202,12 @@ class EngineCrashed(EngineError):
     kind = ErrorKind.ENGINE_CRASHED
 
 
+class EngineOutputInvalid(EngineError):
+    """The engine's video did not match the request."""
+
+    kind = ErrorKind.ENGINE_OUTPUT
+
+
 class TaskTimeout(VideosynthError):
     """The task did not finish in time."""
 
@@ -230,7 +237,7 @@ for _cls in (
     VideosynthError, InvalidRequest, MissingApiKey, UnknownApiKey, ModelNotFound, UnsupportedMediaUrl,
     NotCancelable, PayloadTooLarge, MediaError, MediaDownloadFailed, MediaConnectionRefused, MediaTimeout,
     ForbiddenAddress, MediaNotFound, InvalidImageFormat, InvalidImageSize, InvalidImageResolution,
-    EngineError, EngineCrashed, TaskTimeout, Canceled, StoreError, StorageUnavailable,
+    EngineError, EngineCrashed, EngineOutputInvalid, TaskTimeout, Canceled, StoreError, StorageUnavailable,
 ):  # fmt: skip
     _BY_KIND.setdefault(_cls.kind, _cls)
 

@@ -1,5 +1,8 @@
 """Engine name -> engine. Heavy engines are imported here, lazily, and nowhere else.
 
+An engine is a :class:`~videosynth.engines.base.FrameEngine` or a
+:class:`~videosynth.engines.base.FileEngine`; one that is neither is refused when it is built.
+
 A name is a built-in engine (``ENGINES``) or ``package.module:Factory``: an engine of your own,
 importable in the worker, whose factory takes the validated options as keyword arguments and may declare
 them as a tuple of :class:`~videosynth.engines.options.Option` in its ``OPTIONS`` attribute.
@@ -11,7 +14,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from videosynth.engines.base import Engine
+from videosynth.engines.base import Engine, FileEngine, FrameEngine
 from videosynth.engines.options import Option, OptionsError, validate
 from videosynth.errors import EngineError
 
@@ -56,4 +59,10 @@ def create_engine(name: str, options: Mapping[str, Any] | None = None) -> Engine
         from videosynth.engines.animatic.engine import AnimaticEngine
 
         return AnimaticEngine(**values)
-    return _plugin(name)(**values)
+    engine = _plugin(name)(**values)
+    if not isinstance(engine, (FrameEngine, FileEngine)):
+        raise EngineError(
+            f"engine {name!r} is neither a frame engine (name, frames(), warm_up())"
+            " nor a file engine (name, write_video(), warm_up())"
+        )
+    return engine

@@ -140,14 +140,16 @@ class Task:
     cancel_requested: bool = False
     #: Percent done as its worker last recorded it (never decreasing), and what it was doing then.
     progress: int | None = None
-    stage: Stage | None = None
+    #: A :class:`Stage` or a finer one an engine reported (``"denoising"``, ``"rendering"``).
+    stage: str | None = None
     #: A failure recorded by schema 1, which stored the DashScope code and message themselves:
     #: ``(code, message)``. Such rows live until retention purges them; new failures never set this.
     legacy_error: tuple[str, str] | None = None
 
 
 class Stage(enum.StrEnum):
-    """What a RUNNING task is doing; engines may report finer stages of generation."""
+    """What a RUNNING task is doing: the worker's stages. Engines may report finer stages of generation,
+    recorded as the words they are (``Task.stage`` is a str)."""
 
     FETCHING = "fetching"
     GENERATING = "generating"

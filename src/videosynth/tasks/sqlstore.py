@@ -180,11 +180,13 @@ def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
     )
 
 
-def _stage(text: str | None) -> Stage | None:
-    try:
-        return Stage(text) if text else None
-    except ValueError:  # written by a newer version
+def _stage(text: str | None) -> str | None:
+    if not text:
         return None
+    try:
+        return Stage(text)
+    except ValueError:  # an engine's own stage
+        return text
 
 
 def row_to_key(row: Mapping[str, Any]) -> ApiKey:
@@ -409,7 +411,7 @@ class SqlTaskStore(abc.ABC):
         lease_ms: int,
         *,
         progress: int | None = None,
-        stage: Stage | None = None,
+        stage: str | None = None,
     ) -> Lease:
         with self._db() as conn:
             row = self._execute(
@@ -424,7 +426,7 @@ class SqlTaskStore(abc.ABC):
                     now_ms + lease_ms,
                     progress,
                     progress,
-                    stage.value if stage is not None else None,
+                    str(stage) if stage is not None else None,
                     task_id,
                     worker_id,
                 ),

@@ -17,7 +17,6 @@ from videosynth.tasks.models import (
     Lease,
     MaintenanceReport,
     NewTask,
-    Stage,
     Task,
     TaskFilter,
 )
@@ -86,7 +85,7 @@ class TaskStore(Protocol):
         lease_ms: int,
         *,
         progress: int | None = None,
-        stage: Stage | None = None,
+        stage: str | None = None,
     ) -> Lease:
         """Extend the lease and report whether the task is still ours and whether a cancel was asked.
 

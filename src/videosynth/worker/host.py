@@ -1,7 +1,8 @@
 """The engine process: engines run in a spawned child so a crash or OOM costs one task, not the worker.
 
 Parent and child talk over a pipe with the small messages below. The child keeps engines loaded
-between tasks (for GPU engines, loading weights is the expensive part).
+between tasks (for GPU engines, loading weights is the expensive part) and turns what an engine makes into
+the task's MP4 (``videosynth.worker.video``: frames encoded and counted here, a file engine's MP4 checked).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from videosynth.engines.base import Engine, GenerationRequest, GenerationResult
+from videosynth.engines.base import Engine, FrameEngine, GenerationRequest, GenerationResult, ProgressCallback
 from videosynth.errors import Canceled, EngineCrashed, ErrorKind, VideosynthError, error_for
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Shutdown:
 class Progress:
     done: int
     total: int
+    stage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ...]) -> None:
     from videosynth.engines.registry import create_engine
+    from videosynth.worker.video import make_video, warm_up_encoder
 
     _exit_with_parent(parent_pid)
     engines: dict[EngineSpec, Engine] = {}
@@ -113,6 +116,11 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ..
         except Exception:  # a failed warm-up only costs speed; the task will tell if the engine is broken
             log.exception("warm-up of engine %s failed", spec.name)
         results.append((spec, None))
+    if any(isinstance(engine, FrameEngine) for engine in engines.values()):
+        try:
+            warm_up_encoder()
+        except Exception:
+            log.exception("warm-up of the encoder failed")
     conn.send(Loaded(tuple(results)))
     while True:
         try:
@@ -123,23 +131,11 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ..
             return
         if not isinstance(msg, Generate):
             continue
-        last_sent = 0.0
-
-        def on_progress(done: int, total: int) -> None:
-            nonlocal last_sent
-            # Only this thread reads the pipe, so polling it from the engine's callback is safe.
-            while conn.poll():
-                if isinstance(conn.recv(), Cancel):
-                    raise Canceled()
-            now = time.monotonic()
-            if now - last_sent >= PROGRESS_EVERY_S or done == total:
-                last_sent = now
-                conn.send(Progress(done, total))
-
         try:
             if msg.engine not in engines:
                 engines[msg.engine] = create_engine(msg.engine.name, dict(msg.engine.options))
-            result = engines[msg.engine].generate(msg.request, Path(msg.output_path), on_progress)
+            on_progress = _ProgressToParent(conn)
+            result = make_video(engines[msg.engine], msg.request, Path(msg.output_path), on_progress)
             conn.send(Done(result.frames, result.duration))
         except VideosynthError as exc:
             conn.send(Failed(exc.kind, exc.detail))
@@ -149,6 +145,34 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ..
             # The exception text may name files and internals; it goes to the log, the client gets the kind.
             log.exception("engine failed")
             conn.send(Failed(ErrorKind.ENGINE_FAILED, f"The engine failed ({type(exc).__name__})."))
+
+
+class _ProgressToParent:
+    """The engine's :class:`~videosynth.engines.base.ProgressCallback` in the child: reports go up the pipe
+    (at most every ``PROGRESS_EVERY_S``, and whenever the stage changes), a Cancel comes down it.
+
+    It is called from the engine's threads as well as the encoding one (a frame iterator runs on a producer
+    thread), and a Connection is not thread-safe: one lock covers every use of the pipe during a task.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._last_sent = float("-inf")
+        self._last_stage: str | None = None
+        self._canceled = False
+
+    def __call__(self, done: int, total: int, stage: str | None = None) -> None:
+        with self._lock:
+            # Once seen, a cancel holds for the rest of the task: every later report raises it again.
+            while not self._canceled and self._conn.poll():
+                self._canceled = isinstance(self._conn.recv(), Cancel)
+            if self._canceled:
+                raise Canceled()
+            now = time.monotonic()
+            if now - self._last_sent >= PROGRESS_EVERY_S or done == total or stage != self._last_stage:
+                self._last_sent, self._last_stage = now, stage
+                self._conn.send(Progress(done, total, stage))
 
 
 def _exit_text(exitcode: int | None) -> str:
@@ -225,9 +249,14 @@ class EngineHost:
         engine: EngineSpec,
         request: GenerationRequest,
         output_path: Path,
-        on_progress: Callable[[int, int], bool],
+        *,
+        on_progress: ProgressCallback,
+        stop_requested: Callable[[], bool],
     ) -> GenerationResult:
-        """Run one generation. ``on_progress`` returns True to ask the engine to stop (cancel)."""
+        """Run one generation: the engine's reports go to ``on_progress``, and the engine is asked to stop
+        once ``stop_requested()`` (polled while the engine is silent, too) is true or ``on_progress`` raises
+        Canceled; one that has not stopped ``stop_deadline_s`` later is killed. Raises Canceled when stopped.
+        """
         self.start()
         assert self._conn is not None and self._proc is not None
         conn, proc = self._conn, self._proc
@@ -248,8 +277,8 @@ class EngineHost:
                 if not conn.poll(0.2):
                     if not proc.is_alive():
                         raise EngineCrashed(_exit_text(proc.exitcode))
-                    # Give the caller a chance to cancel even when the engine is silent.
-                    if on_progress(-1, -1) and cancel_sent_at is None:
+                    # Look for a stop even when the engine is silent.
+                    if cancel_sent_at is None and stop_requested():
                         conn.send(Cancel())
                         cancel_sent_at = time.monotonic()
                     continue
@@ -257,7 +286,12 @@ class EngineHost:
                 if self._take(msg):  # a restarted child reporting its engines
                     continue
                 if isinstance(msg, Progress):
-                    if on_progress(msg.done, msg.total) and cancel_sent_at is None:
+                    try:
+                        on_progress(msg.done, msg.total, msg.stage)
+                        stop = stop_requested()
+                    except Canceled:
+                        stop = True
+                    if stop and cancel_sent_at is None:
                         conn.send(Cancel())
                         cancel_sent_at = time.monotonic()
                 elif isinstance(msg, Done):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -59,27 +60,41 @@ STORING_PERCENT = 96
 PROGRESS_RECORD_EVERY_S = 1.0
 
 
+# An engine's own stage names go to clients as they are: short lowercase words only.
+_ENGINE_STAGE = re.compile(r"[a-z][a-z_]{0,23}")
+
+
+def engine_stage(stage: str | None) -> str:
+    """The stage to record for an engine's report: its own word where it is one, else GENERATING."""
+    if stage is None:
+        return Stage.GENERATING
+    if _ENGINE_STAGE.fullmatch(stage):
+        return stage
+    log.warning("engine stage %.40r ignored: stages are short lowercase words", stage)
+    return Stage.GENERATING
+
+
 class ProgressMeter:
     """What a task is doing: set by the thread that runs it, recorded by the one that holds its lease."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._state = (0, Stage.FETCHING)
-        self._recorded: tuple[int, Stage] | None = None
+        self._state: tuple[int, str] = (0, Stage.FETCHING)
+        self._recorded: tuple[int, str] | None = None
         self._recorded_at = float("-inf")
 
-    def update(self, stage: Stage, percent: int) -> None:
+    def update(self, stage: str, percent: int) -> None:
         with self._lock:
             self._state = (max(self._state[0], percent), stage)
 
-    def news(self, now: float) -> tuple[int, Stage] | None:
+    def news(self, now: float) -> tuple[int, str] | None:
         """The state to record now, if it changed and the last record is old enough."""
         with self._lock:
             if self._state == self._recorded or now - self._recorded_at < PROGRESS_RECORD_EVERY_S:
                 return None
             return self._state
 
-    def recorded(self, state: tuple[int, Stage], at: float) -> None:
+    def recorded(self, state: tuple[int, str], at: float) -> None:
         with self._lock:
             self._recorded, self._recorded_at = state, at
 
@@ -375,13 +390,14 @@ class Worker:
         fetched = time.monotonic()
         meter.update(Stage.GENERATING, FETCHED_PERCENT)
 
-        def on_engine_progress(done: int, total: int) -> bool:
+        def on_engine_progress(done: int, total: int, stage: str | None = None) -> None:
             if total > 0:
                 share = min(max(done, 0), total) / total
-                meter.update(Stage.GENERATING, FETCHED_PERCENT + int(share * GENERATED_SHARE))
-            return should_stop()
+                meter.update(engine_stage(stage), FETCHED_PERCENT + int(share * GENERATED_SHARE))
 
-        result = self.host.generate(self.engine_for(task), request, output, on_engine_progress)
+        result = self.host.generate(
+            self.engine_for(task), request, output, on_progress=on_engine_progress, stop_requested=should_stop
+        )
         generated = time.monotonic()
         if should_stop():
             raise Canceled()

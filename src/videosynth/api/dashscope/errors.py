@@ -85,6 +85,9 @@ ERRORS: dict[ErrorKind, WireError] = {
     ErrorKind.ENGINE_CRASHED: WireError(
         500, "InternalError.Algo", "The engine process exited unexpectedly; out of memory?"
     ),
+    ErrorKind.ENGINE_OUTPUT: WireError(
+        500, "InternalError.Algo", "The engine's video did not match the request."
+    ),
     ErrorKind.TIMEOUT: WireError(
         500,
         "InternalError.Timeout",

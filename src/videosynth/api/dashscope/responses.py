@@ -69,7 +69,7 @@ def task_output(task: Task, tz: ZoneInfo, video_url: str | None) -> dict[str, An
     if task.status is TaskStatus.PENDING:
         output["stage"] = "queued"
     elif task.status is TaskStatus.RUNNING:
-        output["stage"] = (task.stage or Stage.FETCHING).value
+        output["stage"] = str(task.stage or Stage.FETCHING)
     body: dict[str, Any] = {"output": output}
     if task.status is TaskStatus.SUCCEEDED:
         output["video_url"] = video_url or ""

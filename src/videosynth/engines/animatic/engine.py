@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import overload
 
@@ -23,9 +22,9 @@ from PIL import Image, ImageOps
 from videosynth.engines.animatic.options import WATERMARK_TEXT
 from videosynth.engines.animatic.render import dissolves, render_frames, shot_zoom
 from videosynth.engines.animatic.shots import Shot, parse_shots
-from videosynth.engines.base import GenerationRequest, GenerationResult, ProgressCallback, ReferenceImage
+from videosynth.engines.base import Frames, GenerationRequest, ProgressCallback, ReferenceImage
 from videosynth.errors import Canceled, EngineError, VideosynthError
-from videosynth.media.encode import PictureHint, encode_frames
+from videosynth.media.encode import PictureHint
 from videosynth.media.opencv import exact_kernels
 from videosynth.media.validate import decode_failure
 
@@ -122,34 +121,21 @@ def picture_hints(shots: Sequence[Shot], num_frames: int, fps: int) -> list[Pict
 
 
 class AnimaticEngine:
-    """:class:`videosynth.engines.base.Engine` that renders a storyboard-style animatic on the CPU.
+    """:class:`videosynth.engines.base.FrameEngine` that renders a storyboard-style animatic on the CPU.
 
-    ``progress_every``: call ``on_progress`` at least every this many frames (and at least every
-    ``progress_interval_s`` seconds of encoding), so a cancel raised from it lands quickly.
+    Its frames are rendered one at a time as the engine process encodes them (on the encoder's producer
+    thread), so render and encode overlap; it reports no progress itself, since each encoded frame is one.
     """
 
     name = "animatic"
 
-    def __init__(
-        self,
-        *,
-        watermark_text: str = WATERMARK_TEXT,
-        progress_every: int = 12,
-        progress_interval_s: float = 0.5,
-        queue_size: int = 8,
-    ) -> None:
-        if progress_every < 1:
-            raise ValueError("progress_every must be >= 1")
+    def __init__(self, *, watermark_text: str = WATERMARK_TEXT) -> None:
         self.watermark_text = watermark_text
-        self.progress_every = progress_every
-        self.progress_interval_s = progress_interval_s
-        self.queue_size = queue_size
 
     def warm_up(self) -> None:
-        """Render a tiny two-shot animatic with a dissolve (about 30 ms), touching every stage once.
-
-        Measured: the first task after a start took ~0.1 s longer than the next ones at 720p without this.
-        """
+        """Render a tiny two-shot animatic with a dissolve, touching every rendering stage once (the engine
+        process warms the encoder). Measured: without a warm-up the first task after a start took ~0.1 s
+        longer than the next ones at 720p."""
         with tempfile.TemporaryDirectory(prefix="videosynth-warm-up-") as tmp:
             folder = Path(tmp)
             references = []
@@ -170,31 +156,16 @@ class AnimaticEngine:
                 seed=0,
                 watermark=True,
             )
-            self.generate(request, folder / "warm-up.mp4", lambda done, total: None)
+            for _ in self.frames(request, _ignore_progress).frames:
+                pass
 
-    def generate(
-        self, request: GenerationRequest, output_path: Path, on_progress: ProgressCallback
-    ) -> GenerationResult:
-        """Render ``request`` to an H.264 MP4 at ``output_path``; see the module docstring.
+    def frames(self, request: GenerationRequest, on_progress: ProgressCallback) -> Frames:
+        """The animatic of ``request``, as frames rendered when asked for, with the dissolves' hints.
 
-        On any failure the partial file is removed. :class:`~videosynth.errors.Canceled` (raised by
-        ``on_progress``) and our own errors (an undecodable reference is ``InvalidImageFormat``) propagate
-        as they are; anything else is wrapped in an ``EngineError`` whose cause is the original exception.
+        A bad request is an EngineError here; while rendering, our own errors (an undecodable reference
+        is ``InvalidImageFormat``) propagate as they are, anything else becomes an ``EngineError`` whose
+        cause is the original exception.
         """
-        output_path = Path(output_path)
-        try:
-            return self._generate(request, output_path, on_progress)
-        except BaseException as exc:
-            output_path.unlink(missing_ok=True)
-            if isinstance(exc, (Canceled, VideosynthError)) or not isinstance(exc, Exception):
-                raise
-            # The exception's text may name server files: the log gets it, the task the exception's type.
-            log.exception("animatic rendering failed")
-            raise EngineError(f"The animatic could not render the video ({type(exc).__name__}).") from exc
-
-    def _generate(
-        self, request: GenerationRequest, output_path: Path, on_progress: ProgressCallback
-    ) -> GenerationResult:
         total = request.num_frames
         width, height, fps = request.width, request.height, request.fps
         if width <= 0 or height <= 0 or width % 2 or height % 2:
@@ -208,15 +179,13 @@ class AnimaticEngine:
             raise EngineError(
                 f"reference indices must be 1..{len(references)}, got {[r.index for r in references]}"
             )
-
-        on_progress(0, total)
         shots = parse_shots(request.prompt, len(references))
         boxes = []
         for ref in references:
             # An image only needs the pixels its most zoomed-in shot shows (contain fit x zoom).
             zoom = max((shot_zoom(s) for s in shots if s.image_index == ref.index), default=1.0)
             boxes.append((math.ceil(width * zoom), math.ceil(height * zoom)))
-        frames = render_frames(
+        rendered = render_frames(
             shots,
             _LazyReferences(references, boxes),
             width,
@@ -227,31 +196,19 @@ class AnimaticEngine:
             watermark=request.watermark,
             watermark_text=self.watermark_text,
         )
+        return Frames(_rendering_errors(rendered), hints=picture_hints(shots, total, fps), stage="rendering")
 
-        last_report = time.monotonic()
 
-        def on_frame(i: int) -> None:
-            nonlocal last_report
-            done = i + 1
-            now = time.monotonic()
-            if (
-                done % self.progress_every == 0
-                or done == total
-                or now - last_report >= self.progress_interval_s
-            ):
-                last_report = now
-                on_progress(done, total)
+def _ignore_progress(done: int, total: int, stage: str | None = None) -> None:
+    pass
 
-        written = encode_frames(
-            frames,
-            output_path,
-            width,
-            height,
-            fps,
-            on_frame=on_frame,
-            hints=picture_hints(shots, total, fps),
-            queue_size=self.queue_size,
-        )
-        if written != total:
-            raise EngineError(f"rendered {written} frames, expected {total}")
-        return GenerationResult(frames=written, duration=written / fps)
+
+def _rendering_errors(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    try:
+        yield from frames
+    except (Canceled, VideosynthError):
+        raise
+    except Exception as exc:
+        # The exception's text may name server files: the log gets it, the task the exception's type.
+        log.exception("animatic rendering failed")
+        raise EngineError(f"The animatic could not render the video ({type(exc).__name__}).") from exc
