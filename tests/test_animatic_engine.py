@@ -22,6 +22,7 @@ from videosynth.engines.animatic import (
     parse_shots,
     picture_hints,
     render_frames,
+    schedule,
     watermark_box,
 )
 from videosynth.engines.animatic.shots import Shot
@@ -419,6 +420,10 @@ def test_render_frames_rejects_bad_input(imgs: list[np.ndarray]) -> None:
     with pytest.raises(ValueError):
         render_frames([], imgs, 320, 180, 24, 10, seed=0, watermark=False)
     with pytest.raises(ValueError):
+        render_frames(
+            [Shot(1, "", setups=(Shot(1, ""), Shot(2, "")))], imgs, 320, 180, 24, 10, seed=0, watermark=False
+        )
+    with pytest.raises(ValueError):
         list(
             render_frames(
                 [Shot(1, "")], [np.zeros((10, 10), np.uint8)], 320, 180, 24, 10, seed=0, watermark=False
@@ -452,6 +457,30 @@ def test_dissolves_are_where_the_renderer_blends(imgs: list[np.ndarray]) -> None
         for t in f:
             w = (t - f.start + 1) / (len(f) + 1)
             assert np.abs(frames[t] - (before * (1 - w) + after * w)).max() <= 1.0
+
+
+def test_two_set_ups_of_one_shot_are_two_pictures_joined_by_a_hard_cut(imgs: list[np.ndarray]) -> None:
+    shots = parse_shots(
+        "[Image 1] side view, medium shot, then switches to a low angle. [Image 2] wide shot.", 2
+    )
+    frames = render(shots, imgs, n=120)
+    side, low, wide = schedule(shots, 120, 24)
+    assert (side.shot.image_index, low.shot.image_index) == (1, 1) and (side.shot.angle, low.shot.angle) == (
+        "side",
+        "low",
+    )
+    # Both set-ups are holds: one picture each, and the frame after the last side-view frame is already the
+    # low angle, with nothing blended in between.
+    assert all(frames[t] is frames[0] for t in side.frames)
+    (fade,) = dissolves(shots, 120, 24)
+    assert fade.start > low.frames.start
+    assert all(frames[t] is frames[low.frames.start] for t in range(low.frames.start, fade.start))
+    assert not np.array_equal(frames[0], frames[low.frames.start])
+    # The dissolve is still where the renderer blends, and the encoder's hints still match it.
+    hints = picture_hints(shots, 120, 24)
+    assert [i for i, h in enumerate(hints) if h is PictureHint.BLEND] == list(fade)
+    assert [i for i, h in enumerate(hints) if h is PictureHint.ANCHOR] == [fade.start - 1, fade.stop]
+    assert frames[fade.stop] is frames[wide.frames.stop - 1]
 
 
 def test_picture_hints_mark_dissolves_and_their_anchors() -> None:
@@ -495,5 +524,5 @@ def test_warm_up_renders_and_leaves_nothing_behind(tmp_path: Path, monkeypatch: 
 
     engine.frames = spy  # type: ignore[method-assign]
     engine.warm_up()
-    assert len(rendered) == 24
+    assert len(rendered) == 72
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""Prompt -> shots: reference order, segmentation, camera vocabulary (English, Chinese), frame allocation."""
+"""Prompt -> shots: reference order, segmentation, camera vocabulary (English, Chinese), two camera set-ups in
+one shot, frame allocation, and the timeline (every reference's clean view, dissolves)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from videosynth.engines.animatic.render import Slot, dissolves, schedule, shot_zoom
 from videosynth.engines.animatic.shots import (
     ANGLES,
     FRAMINGS,
@@ -17,6 +19,15 @@ from videosynth.engines.animatic.shots import (
     parse_directions,
     parse_shots,
 )
+
+# The seed request of the HappyHorse r2v docs (the official sample prompt, three references).
+SEED_PROMPT = (
+    "[Image 1]中身着红色旗袍的女性，镜头先以侧面中景勾勒旗袍修身剪裁与S型曲线，随即切换至低角度仰拍，"
+    "捕捉她轻抬玉手展开[Image 2]中的折扇的同时，[Image 3]中的流苏耳坠随头部转动轻盈摆动的细节，"
+    "最后推近至面部特写，定格在她指尖轻点扇骨、眼波流转间的含蓄风情，多视角全方位展现东方韵味。"
+)
+FPS = 24
+ONE_SECOND = FPS
 
 
 def images(shots: list[Shot]) -> list[int]:
@@ -261,6 +272,77 @@ def test_parsed_values_are_in_the_vocabulary() -> None:
         assert angle is None or angle in ANGLES
 
 
+# ---------------------------------------------------------------------------- two set-ups in one shot
+
+
+def camera(s: Shot) -> tuple[str | None, str, str | None]:
+    return (s.framing, s.move, s.angle)
+
+
+def test_the_seed_prompt_gives_image_1_two_set_ups() -> None:
+    first, fan, earrings = parse_shots(SEED_PROMPT, 3)
+    assert [camera(s) for s in first.setups] == [("medium", "hold", "side"), ("medium", "hold", "low")]
+    assert first.setups[0].text.endswith("S型曲线，") and first.setups[1].text.startswith(
+        "随即切换至低角度仰拍"
+    )
+    assert all(s.image_index == 1 for s in first.setups)
+    assert sum(s.weight for s in first.setups) == pytest.approx(1.0)
+    # The shot itself keeps the directions of its whole text, for when there is no room for two set-ups.
+    assert camera(first) == ("medium", "hold", "side")
+    assert fan.setups == () and earrings.setups == ()  # "最后推近至面部特写" has no direction before it
+
+
+@pytest.mark.parametrize(
+    ("text", "first", "second"),
+    [
+        ("close-up, then pull back", ("close_up", "hold", None), ("close_up", "pull_back", None)),
+        (
+            "A wide shot of the street that cuts to a close-up",
+            ("wide", "hold", None),
+            ("close_up", "hold", None),
+        ),
+        ("low angle, camera switches to a side view", (None, "hold", "low"), (None, "hold", "side")),
+        ("pan left, then pan right", (None, "pan_left", None), (None, "pan_right", None)),
+        ("近景，然后镜头拉远", ("close_up", "hold", None), ("close_up", "pull_back", None)),
+        ("俯拍全景，接着推近", ("wide", "hold", "high"), ("wide", "push_in", "high")),
+        # A "then" in the story before any direction is passed over; the next joiner splits.
+        (
+            "She sits, then smiles. Close-up, then zoom out",
+            ("close_up", "hold", None),
+            ("close_up", "pull_back", None),
+        ),
+    ],
+)
+def test_a_joined_second_direction_is_a_second_set_up(
+    text: str, first: tuple[str | None, str, str | None], second: tuple[str | None, str, str | None]
+) -> None:
+    (shot,) = parse_shots(f"[Image 1] {text}", 1)
+    assert [camera(s) for s in shot.setups] == [first, second]
+    assert all(s.text and s.text in shot.text for s in shot.setups)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "close-up of her face, then she walks away",  # nothing after the joiner
+        "she smiles, then the camera pushes in",  # nothing before it: one set-up, a push
+        "close-up, then another close-up",  # the same set-up twice
+        "a close-up; authentic, thence westward",  # "then" only as a whole word
+        "close-up, push in",  # no joiner
+    ],
+)
+def test_no_second_set_up(text: str) -> None:
+    (shot,) = parse_shots(f"[Image 1] {text}", 1)
+    assert shot.setups == ()
+
+
+def test_shot_zoom_covers_the_second_set_up() -> None:
+    # The engine loads each image at the resolution its most zoomed-in framing needs.
+    (shot,) = parse_shots("[Image 1] wide shot, then cut to a close-up", 1)
+    assert camera(shot) == ("wide", "hold", None)
+    assert shot_zoom(shot) == pytest.approx(shot_zoom(shot.setups[1])) and shot_zoom(shot) > 1.5
+
+
 # ------------------------------------------------------------------------------------------ allocation
 
 
@@ -334,3 +416,116 @@ def test_parse_shots_never_fails_and_covers_every_image(prompt: str, n: int) -> 
     assert sum(s.weight for s in shots) == pytest.approx(1.0)
     assert all(s.weight > 0 for s in shots)
     assert all(a != b for a, b in itertools.pairwise(images(shots)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    prompt=st.lists(
+        st.sampled_from(
+            ["a", " ", ".", "，", "[Image 1]", "[Image 2]", "特写", "然后", "then", "pan left", "仰拍"]
+        ),
+        max_size=40,
+    ).map("".join),
+    n=st.integers(min_value=1, max_value=3),
+)
+def test_set_ups_are_pieces_of_their_shot(prompt: str, n: int) -> None:
+    for shot in parse_shots(prompt, n):
+        assert len(shot.setups) in (0, 2)
+        assert all(s.image_index == shot.image_index and s.setups == () for s in shot.setups)
+        assert all(s.text in shot.text for s in shot.setups)
+        if shot.setups:
+            assert sum(s.weight for s in shot.setups) == pytest.approx(1.0)
+            assert camera(shot.setups[0]) != camera(shot.setups[1])
+
+
+# ------------------------------------------------------------------------------------------ timeline
+
+
+def clean_views(shots: list[Shot], seconds: int) -> dict[int, int]:
+    """Frames per image that show it outside every dissolve, from the schedule and the dissolve frames."""
+    total = seconds * FPS
+    slots = schedule(shots, total, FPS)
+    assert [t for slot in slots for t in slot.frames] == list(range(total))  # every frame in one slot
+    blended = {t for fade in dissolves(shots, total, FPS) for t in fade}
+    views: dict[int, int] = {}
+    for slot in slots:
+        views[slot.shot.image_index] = views.get(slot.shot.image_index, 0) + sum(
+            t not in blended for t in slot.frames
+        )
+    return views
+
+
+def nine_references() -> list[Shot]:
+    # Very unequal texts, so a share by text length alone would starve the short ones.
+    return parse_shots(
+        " ".join(f"[Image {i}] {'a slow walk ' * (1 + 12 * (i == 5))}." for i in range(1, 10)), 9
+    )
+
+
+@pytest.mark.parametrize("seconds", [3, 5])
+def test_the_seed_prompt_shows_every_reference_for_a_second(seconds: int) -> None:
+    shots = parse_shots(SEED_PROMPT, 3)
+    views = clean_views(shots, seconds)
+    assert sorted(views) == [1, 2, 3]
+    assert min(views.values()) >= ONE_SECOND, views
+
+
+def test_the_seed_prompt_keeps_its_dissolves_at_five_seconds() -> None:
+    fades = dissolves(parse_shots(SEED_PROMPT, 3), 5 * FPS, FPS)
+    assert [len(f) for f in fades] == [6, 6]  # the full quarter second: 5 s has room for it
+
+
+def test_nine_references_in_fifteen_seconds_each_get_a_second_and_full_dissolves() -> None:
+    shots = nine_references()
+    views = clean_views(shots, 15)
+    assert sorted(views) == list(range(1, 10))
+    assert min(views.values()) >= ONE_SECOND, views
+    assert views[5] > 2 * ONE_SECOND  # the long text still gets the longer shot
+    assert [len(f) for f in dissolves(shots, 15 * FPS, FPS)] == [6] * 8
+
+
+def test_nine_references_in_three_seconds_share_the_time_equally_with_hard_cuts() -> None:
+    shots = nine_references()
+    assert dissolves(shots, 3 * FPS, FPS) == []  # the dissolves go first
+    assert clean_views(shots, 3) == dict.fromkeys(range(1, 10), 3 * FPS // 9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=9),
+    seconds=st.integers(min_value=3, max_value=15),
+)
+def test_dissolves_give_way_before_clean_views(lengths: list[int], seconds: int) -> None:
+    n = len(lengths)
+    shots = parse_shots(" ".join(f"[Image {i + 1}] {'word ' * k}." for i, k in enumerate(lengths)), n)
+    views = clean_views(shots, seconds)
+    total = seconds * FPS
+    fades = dissolves(shots, total, FPS)
+    if total >= n * ONE_SECOND + 6 * (n - 1):
+        assert [len(f) for f in fades] == [6] * (n - 1)  # room for everything
+    if total >= n * ONE_SECOND:
+        assert min(views.values()) >= ONE_SECOND, views
+    else:
+        assert fades == []
+        assert min(views.values()) >= total // n and max(views.values()) <= total // n + n, views
+
+
+@pytest.mark.parametrize("seconds", [3, 5, 15])
+def test_the_seed_prompt_plays_both_set_ups_of_image_1_joined_by_a_cut(seconds: int) -> None:
+    shots = parse_shots(SEED_PROMPT, 3)
+    slots = schedule(shots, seconds * FPS, FPS)
+    image_1 = [slot for slot in slots if slot.shot.image_index == 1]
+    assert [camera(slot.shot) for slot in image_1] == [("medium", "hold", "side"), ("medium", "hold", "low")]
+    assert [slot.part for slot in image_1] == [0, 1]
+    cut = image_1[1].frames.start
+    assert all(cut not in fade and cut - 1 not in fade for fade in dissolves(shots, seconds * FPS, FPS))
+    assert all(len(slot.frames) >= ONE_SECOND // 2 for slot in image_1)
+
+
+def test_a_shot_too_short_for_two_set_ups_plays_as_one() -> None:
+    prompt = "[Image 1] close-up, then pull back. " + " ".join(f"[Image {i}] b." for i in range(2, 10))
+    shots = parse_shots(prompt, 9)
+    assert len(shots[0].setups) == 2
+    first: Slot = schedule(shots, 3 * FPS, FPS)[0]  # 8 frames: no room for two half-second set-ups
+    assert first.shot is shots[0] and camera(first.shot) == ("close_up", "pull_back", None)
+    assert len(first.frames) == 8

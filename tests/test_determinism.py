@@ -23,21 +23,35 @@ import cv2
 import pytest
 
 from test_animatic_engine import request, write_refs
-from videosynth.engines.animatic import AnimaticEngine
+from videosynth.engines.animatic import AnimaticEngine, dissolves, parse_shots, schedule
 from videosynth.engines.base import GenerationRequest
 from videosynth.worker.video import make_video
 
-# Every kind of frame the renderer makes: a push (warpAffine), a pan with a low angle (warpPerspective),
-# a held close-up (one composed still), and dissolves between them.
-PROMPT = "[Image 1] zoom in. [Image 2] pan right, low angle. [Image 3] close-up."
+# Every kind of frame the renderer makes: a push (warpAffine) cut to a pan with a low angle
+# (warpPerspective) on the same image, a held close-up (one composed still), and a dissolve between them.
+PROMPT = "[Image 1] zoom in, then pan right, low angle. [Image 2] close-up."
 RENDERS_UNDER_LOAD = 30
 
 
 def _request(tmp_path: Path) -> GenerationRequest:
     # 640x640 is not on the size table (the engine does not care), but is large enough that OpenCV splits
-    # each warp across its thread pool, and small enough for 30 renders in a few seconds each.
-    req = request(write_refs(tmp_path, 3), PROMPT, resolution="720P", ratio="1:1", duration=1, seed=7)
+    # each warp across its thread pool, and small enough for 30 renders in a few seconds each. 3 s is the
+    # least that leaves two shots room for a dissolve after their clean views.
+    req = request(write_refs(tmp_path, 2), PROMPT, resolution="720P", ratio="1:1", duration=3, seed=7)
     return dataclasses.replace(req, width=640, height=640)
+
+
+def test_the_request_has_every_kind_of_frame(tmp_path: Path) -> None:
+    # Guards the premise of the tests below: a render without a dissolve or a cut could not show them drift.
+    req = _request(tmp_path)
+    shots = parse_shots(req.prompt, len(req.references))
+    slots = schedule(shots, req.num_frames, req.fps)
+    assert [(s.shot.image_index, s.shot.move, s.shot.angle, s.shot.framing) for s in slots] == [
+        (1, "push_in", None, None),
+        (1, "pan_right", "low", None),
+        (2, "hold", None, "close_up"),
+    ]
+    assert len(dissolves(shots, req.num_frames, req.fps)) == 1
 
 
 def _frame_digests(path: Path) -> list[str]:

@@ -151,7 +151,7 @@ class AnimaticEngine:
                 ratio="16:9",
                 width=128,
                 height=72,
-                duration=1,
+                duration=3,  # two shots need 2 x 1 s of clean view plus the dissolve's frames to get one
                 fps=24,
                 seed=0,
                 watermark=True,

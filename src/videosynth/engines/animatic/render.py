@@ -7,6 +7,11 @@ The camera is a rectangle on the stage with the output's aspect ratio, given by 
 image, where faces usually are; medium 1.25x); an angle biases the centre and adds a mild keystone; a move
 animates zoom or centre with an ease-in-out curve.
 
+Timing (:func:`schedule`): every shot first gets ``CLEAN_VIEW_SECONDS`` of its image outside any dissolve
+when the duration allows, the dissolves giving way first when it does not; the rest follows the shots'
+weights. A shot with two camera set-ups plays them one after the other, joined by a hard cut, when each
+gets ``MIN_SHOT_SECONDS``.
+
 Cost model (the point of the design): a *hold* shot is composed once, directly at output size, and the same
 read-only array is yielded for each of its frames, so it costs nothing to render and almost nothing to
 encode (the writer converts a repeated array once; x264 skips unchanged blocks). A moving shot is composed
@@ -18,7 +23,6 @@ memory does not grow with the duration.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,8 +37,8 @@ from videosynth.engines.animatic.shots import Shot, allocate_frames
 from videosynth.media.opencv import exact_kernels
 
 FADE_SECONDS = 0.25
-FADE_MAX_SHARE = 6  # a fade lasts at most a sixth of either shot
-MIN_SHOT_SECONDS = 0.5
+CLEAN_VIEW_SECONDS = 1.0  # what every shot shows outside its dissolves, when the duration allows
+MIN_SHOT_SECONDS = 0.5  # the least a camera set-up of a two-set-up shot gets, or it is not split
 
 _FRAMING_ZOOM = {"close_up": 1.6, "medium": 1.25, "wide": 1.0}
 # Where, as a fraction of the image height from its top, close-ups and medium shots centre.
@@ -198,11 +202,15 @@ def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
 
 
 def shot_zoom(shot: Shot) -> float:
-    """The largest camera zoom ``shot`` reaches (1 = whole stage).
+    """The largest camera zoom ``shot`` reaches (1 = whole stage), in any of its camera set-ups.
 
     A reference image needs ``shot_zoom`` times its contain-fit size in pixels to stay sharp; more is wasted,
     so the engine downscales larger images to that on load.
     """
+    return max(_setup_zoom(s) for s in (shot, *shot.setups))
+
+
+def _setup_zoom(shot: Shot) -> float:
     zoom = _FRAMING_ZOOM.get(shot.framing or "wide", 1.0)
     if shot.angle is not None:
         zoom = max(zoom, _ANGLE_MIN_ZOOM)
@@ -265,7 +273,7 @@ class _ShotRenderer:
         self,
         assets: _ImageAssets,
         shot: Shot,
-        ordinal: int,
+        stream: tuple[int, ...],
         visible: tuple[int, int],
         width: int,
         height: int,
@@ -277,7 +285,7 @@ class _ShotRenderer:
         self.visible_start, visible_end = visible
         self.visible_len = max(1, visible_end - self.visible_start)
         self.watermark = watermark
-        rng = np.random.default_rng([seed & 0xFFFFFFFF, ordinal])
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, *stream])
         jitter_x, jitter_y, side_coin = rng.uniform(-1.0, 1.0, size=3)
 
         # Framing and angle: zoom and centre on the stage.
@@ -402,21 +410,26 @@ class _ShotRenderer:
 # ----------------------------------------------------------------------------------------------- frames
 
 
-def fade_half_widths(counts: Sequence[int], fps: int) -> list[int]:
-    """Half-length in frames of the cross-fade at each boundary between consecutive (non-empty) shots.
+def fade_half_width(num_shots: int, num_frames: int, fps: int) -> int:
+    """Half-length in frames of every cross-fade between ``num_shots`` shots in ``num_frames`` (0: hard cuts).
 
-    ``FADE_SECONDS`` in all, but at most ``1 / FADE_MAX_SHARE`` of either shot (a fade's frames come half
-    from each side), so a shot always has a clean middle and its two fades never overlap. 0 is a hard cut.
+    ``FADE_SECONDS`` in all when the video has room for it after each shot's ``CLEAN_VIEW_SECONDS`` of clean
+    view; with less room the fades are shortened first, down to hard cuts, before any shot's clean view is.
 
-    Why short shots get short fades: a cross-fade frame differs from its neighbours everywhere. Coded as
-    x264 chose by itself, each cost 3-5x a still frame (measured at 1080p: 9 shots with 0.5 s fades took
-    1.7x the encode time of the same frame count of stills; hard cuts 1.0x, 0.25 s fades ~1.3-1.5x). The
-    engine now marks them as B-frames (see :func:`dissolves`), which makes them cheap, but a shot still
-    needs its clean middle.
+    Why fades are short: a cross-fade frame differs from its neighbours everywhere. Coded as x264 chose by
+    itself, each cost 3-5x a still frame (measured at 1080p: 9 shots with 0.5 s fades took 1.7x the encode
+    time of the same frame count of stills; hard cuts 1.0x, 0.25 s fades ~1.3-1.5x). The engine now marks
+    them as B-frames (see :func:`dissolves`), which makes them cheap, but they still show no shot clearly.
     """
-    half = max(0, round(fps * FADE_SECONDS) // 2)
-    share = 2 * FADE_MAX_SHARE
-    return [min(half, a // share, b // share) for a, b in itertools.pairwise(counts)]
+    full = max(0, round(fps * FADE_SECONDS) // 2)
+    if num_shots < 2:
+        return full
+    spare = num_frames - num_shots * _clean_view_frames(fps)
+    return max(0, min(full, spare // (2 * (num_shots - 1))))
+
+
+def _clean_view_frames(fps: int) -> int:
+    return max(1, round(fps * CLEAN_VIEW_SECONDS))
 
 
 def render_frames(
@@ -443,27 +456,87 @@ def render_frames(
     for shot in shots:
         if not 1 <= shot.image_index <= len(images):
             raise ValueError(f"shot refers to [Image {shot.image_index}] but {len(images)} images were given")
+        if any(setup.image_index != shot.image_index for setup in shot.setups):
+            raise ValueError("a shot's camera set-ups must show the shot's own image")
     return _frames(shots, images, width, height, fps, num_frames, seed, watermark, watermark_text)
 
 
 @dataclass(frozen=True)
-class _Timeline:
-    """Which shot shows when: ``plan`` lists the non-empty shots as (ordinal, shot, frames), shot ``i`` owns
-    frames ``starts[i]`` to ``starts[i + 1] - 1``, and the fade between shots ``i`` and ``i + 1`` blends the
-    ``halves[i]`` frames either side of ``starts[i + 1]``."""
+class Slot:
+    """One stretch of the video: ``shot`` shows during ``frames`` (its dissolves included).
 
-    plan: list[tuple[int, Shot, int]]
+    ``shot`` is entry ``ordinal`` of the shot list, or, when that shot is played as its two camera set-ups,
+    set-up ``part`` of it (``part`` 0 and 1, joined by a hard cut).
+    """
+
+    ordinal: int
+    part: int
+    shot: Shot
+    frames: range
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Which slot shows when: slot ``i`` of ``plan`` owns frames ``starts[i]`` to ``starts[i + 1] - 1``, and the
+    fade between slots ``i`` and ``i + 1`` blends the ``halves[i]`` frames either side of ``starts[i + 1]`` (0
+    is a hard cut, as between the two set-ups of one shot)."""
+
+    plan: list[Slot]
     starts: list[int]
     halves: list[int]
 
 
 def _timeline(shots: Sequence[Shot], num_frames: int, fps: int) -> _Timeline:
-    counts = allocate_frames(shots, num_frames, min_frames=max(1, round(fps * MIN_SHOT_SECONDS)))
-    plan = [(ordinal, shot, n) for ordinal, (shot, n) in enumerate(zip(shots, counts, strict=True)) if n > 0]
-    starts = [0]
-    for _, _, n in plan:
-        starts.append(starts[-1] + n)
-    return _Timeline(plan, starts, fade_half_widths([n for _, _, n in plan], fps))
+    """Frames per shot so that every shot gets a clean view of its image (none of it inside a dissolve).
+
+    ``n`` shots in ``num_frames``: the dissolves take their frames first (``fade_half_width``: full length
+    when ``num_frames >= n * CLEAN_VIEW_SECONDS * fps`` plus the dissolves, shorter, down to hard cuts, when
+    not), then the rest is shared by the shots' weights with at least ``CLEAN_VIEW_SECONDS`` each. When even
+    hard cuts leave less than that, every shot gets an equal share (the few frames over go to the heaviest
+    shots), so no reference is dropped for a longer one; with fewer frames than shots, the heaviest show.
+    Each shot's frames are its clean share plus its half of each dissolve it takes part in.
+    """
+    half = fade_half_width(len(shots), num_frames, fps)
+    clean = allocate_frames(
+        shots, num_frames - 2 * half * max(0, len(shots) - 1), min_frames=_clean_view_frames(fps)
+    )
+    # A dissolve needs room on both sides, so a fade (half > 0) means every shot got frames.
+    shown = [(ordinal, shot, n) for ordinal, (shot, n) in enumerate(zip(shots, clean, strict=True)) if n > 0]
+    plan: list[Slot] = []
+    halves: list[int] = []
+    start = 0
+    for k, (ordinal, shot, n) in enumerate(shown):
+        if k > 0:
+            halves.append(half)
+        parts = _setup_frames(shot, n, fps)
+        for part, (setup, frames) in enumerate(parts):
+            if part > 0:
+                halves.append(0)
+            if part == 0 and k > 0:
+                frames += half
+            if part == len(parts) - 1 and k < len(shown) - 1:
+                frames += half
+            plan.append(Slot(ordinal, part, setup, range(start, start + frames)))
+            start += frames
+    return _Timeline(plan, [slot.frames.start for slot in plan] + [start], halves)
+
+
+def _setup_frames(shot: Shot, clean_frames: int, fps: int) -> list[tuple[Shot, int]]:
+    """``shot``'s clean frames split between its camera set-ups, or all for the shot itself when they do not
+    each get ``MIN_SHOT_SECONDS`` (a flash of a second framing would read as a glitch, not a cut)."""
+    least = max(1, round(fps * MIN_SHOT_SECONDS))
+    if len(shot.setups) < 2 or clean_frames < least * len(shot.setups):
+        return [(shot, clean_frames)]
+    counts = allocate_frames(shot.setups, clean_frames, min_frames=least)
+    return list(zip(shot.setups, counts, strict=True))
+
+
+def schedule(shots: Sequence[Shot], num_frames: int, fps: int) -> list[Slot]:
+    """What :func:`render_frames` (same arguments) shows when, in order; the slots cover every frame once.
+
+    Shots that get no frames (fewer frames than shots) are left out.
+    """
+    return _timeline(shots, num_frames, fps).plan
 
 
 def dissolves(shots: Sequence[Shot], num_frames: int, fps: int) -> list[range]:
@@ -495,13 +568,14 @@ def _frames(
 
     # Images are fetched from ``images`` when their first shot is built (the engine's sequence decodes them
     # lazily) and let go after their last shot.
-    last_use = {shot.image_index: i for i, (_, shot, _) in enumerate(plan)}
+    last_use = {slot.shot.image_index: i for i, slot in enumerate(plan)}
     wm = _Watermark(width, height, watermark_text) if watermark else None
     assets: dict[int, _ImageAssets] = {}
     renderers: dict[int, _ShotRenderer] = {}
 
     def build(i: int) -> _ShotRenderer:
-        ordinal, shot, _ = plan[i]
+        slot = plan[i]
+        shot = slot.shot
         image_assets = assets.get(shot.image_index)
         if image_assets is None:
             image_assets = _ImageAssets(images[shot.image_index - 1], width, height)
@@ -509,7 +583,9 @@ def _frames(
         before = halves[i - 1] if i > 0 else 0
         after = halves[i] if i < len(halves) else 0
         visible = (starts[i] - before, starts[i + 1] + after)
-        return _ShotRenderer(image_assets, shot, ordinal, visible, width, height, seed, wm)
+        # A shot played whole draws the same jitter as it always did; its second set-up draws its own.
+        stream = (slot.ordinal,) if slot.part == 0 else (slot.ordinal, slot.part)
+        return _ShotRenderer(image_assets, shot, stream, visible, width, height, seed, wm)
 
     def blend(a: np.ndarray, b: np.ndarray, boundary: int, t: int) -> np.ndarray:
         h = halves[boundary]
@@ -541,7 +617,7 @@ def _frames(
                 else:
                     yield current.frame(t)
             renderers.pop(i - 1, None)
-            image_index = plan[i][1].image_index
+            image_index = plan[i].shot.image_index
             if last_use[image_index] == i:
                 # The next shot's build, if still running, uses another image (else this were not the last use).
                 assets.pop(image_index, None)

@@ -45,15 +45,30 @@ pan           pan (no direction: alternates right, left, right ... by      摇�
 tilt up       tilt up                                                      上摇, 向上摇, 仰 (not 仰拍,
                                                                            仰视, 信仰)
 tilt down     tilt down                                                    下摇, 向下摇
-low angle     low angle, low-angle, worm's-eye                             仰拍, 仰视
-high angle    high angle, overhead shot, bird's-eye, bird's eye            俯拍, 俯视
+low angle     low angle, low-angle, worm's-eye                             仰拍, 仰视, 低角度
+high angle    high angle, overhead shot, bird's-eye, bird's eye            俯拍, 俯视, 高角度
 side          side view, side angle, side shot, from the side, side-on,    侧面, 侧拍, 侧脸
               profile
 ============  ===========================================================  ===========================
 
-A shot has at most one framing, one camera move and one angle; when several of a kind appear, the first in
-the text wins (a specific pan or tilt direction beats a bare "pan"). A shot without a move is a still
-"hold". Words are matched as whole words, so "expand" is not a pan and "beside" is not a side angle.
+A camera set-up has at most one framing, one camera move and one angle; when several of a kind appear, the
+first in the text wins (a specific pan or tilt direction beats a bare "pan"). A set-up without a move is a
+still "hold". Words are matched as whole words, so "expand" is not a pan and "beside" is not a side angle.
+
+Two camera set-ups in one shot
+------------------------------
+A shot's text may ask for a second set-up on the same image: directions, then a joining word, then more
+directions (``镜头先以侧面中景勾勒……随即切换至低角度仰拍``, "close-up, then pull back"). Joining words: then,
+cut(s) to, switch(es) to, followed by, 随即, 随后, 然后, 接着, 继而, 切换至, 切换到, 切至. The text is split
+at the first joining word that has directions both before and after it, so a shot has at most two set-ups.
+The second set-up keeps the first one's framing and angle unless it names its own (a switch to a low angle
+stays a medium shot); its move is its own. A second set-up identical to the first is no second set-up.
+
+The two set-ups are :attr:`Shot.setups`, each a :class:`Shot` on the same image with its own piece of the
+text and its share of the shot (by text length) as its weight. The renderer plays them one after the other
+with a hard cut between them (a cut rather than a quick move: it reads as the "switch" the prompts ask for,
+and keeps both set-ups clean of blending), and only when the shot is long enough for both; otherwise it
+plays the shot itself, whose directions are those of its whole text as above.
 """
 
 from __future__ import annotations
@@ -81,7 +96,9 @@ class Shot:
     """One shot of the animatic.
 
     ``image_index`` is 1-based (``[Image 1]`` is the first reference). ``weight`` is the shot's share of the
-    video's duration; the weights of one :func:`parse_shots` result sum to 1.
+    video's duration; the weights of one :func:`parse_shots` result sum to 1. ``setups`` is empty, or the two
+    camera set-ups the shot's text asks for (see "Two camera set-ups in one shot"), whose weights are their
+    shares of this shot and sum to 1; the shot's own directions are the fallback when there is no room for both.
     """
 
     image_index: int
@@ -90,6 +107,7 @@ class Shot:
     move: str = "hold"  # one of MOVES
     angle: str | None = None  # "low" | "high" | "side"
     weight: float = 1.0
+    setups: tuple[Shot, ...] = ()
 
 
 _REFERENCE = re.compile(
@@ -147,10 +165,17 @@ _BARE_PAN = _p(
 )
 
 _ANGLE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("low", _p(rf"\blow{_SEP}angle\b", r"\bworm'?s?[\s\-]?eye\b", "仰拍", "仰视")),
+    ("low", _p(rf"\blow{_SEP}angle\b", r"\bworm'?s?[\s\-]?eye\b", "仰拍", "仰视", "低角度")),
     (
         "high",
-        _p(rf"\bhigh{_SEP}angle\b", rf"\boverhead{_SEP}shots?\b", r"\bbird'?s?[\s\-]?eye\b", "俯拍", "俯视"),
+        _p(
+            rf"\bhigh{_SEP}angle\b",
+            rf"\boverhead{_SEP}shots?\b",
+            r"\bbird'?s?[\s\-]?eye\b",
+            "俯拍",
+            "俯视",
+            "高角度",
+        ),
     ),
     (
         "side",
@@ -165,6 +190,23 @@ _ANGLE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
         ),
     ),
 )
+
+
+# Words that start a second camera set-up inside one shot's text.
+_JOINER = _p(
+    r"\bthen\b",
+    rf"\b(?:cut|cuts|cutting|switch|switches|switching){_SEP}to\b",
+    rf"\bfollowed{_SEP}by\b",
+    "随即",
+    "随后",
+    "然后",
+    "接着",
+    "继而",
+    "切换至",
+    "切换到",
+    "切至",
+)
+_NO_DIRECTIONS: tuple[str | None, str, str | None] = (None, "hold", None)
 
 
 def _first(rules: Sequence[tuple[str, re.Pattern[str]]], text: str) -> str | None:
@@ -190,6 +232,31 @@ def parse_directions(text: str, *, pan_ordinal: int = 0) -> tuple[str | None, st
         move = ("pan_right" if pan_ordinal % 2 == 0 else "pan_left") if _BARE_PAN.search(text) else "hold"
     angle = _first(_ANGLE_RULES, text)
     return framing, move, angle
+
+
+def camera_setups(image_index: int, text: str, *, pan_ordinal: int = 0) -> tuple[Shot, ...]:
+    """The two camera set-ups ``text`` asks for on one image, or ``()`` when it asks for one at most.
+
+    See "Two camera set-ups in one shot" in the module docstring. The second set-up's bare pan takes the
+    next ``pan_ordinal``, so "pan, then pan again" swings back.
+    """
+    for joiner in _JOINER.finditer(text):
+        before, after = text[: joiner.start()], text[joiner.start() :]
+        first = parse_directions(before, pan_ordinal=pan_ordinal)
+        if first == _NO_DIRECTIONS:
+            continue  # a "then" in the story before any camera direction: look further on
+        framing, move, angle = parse_directions(after, pan_ordinal=pan_ordinal + 1)
+        if (framing, move, angle) == _NO_DIRECTIONS:
+            return ()  # nothing after this joiner, so nothing after a later one either
+        second = (framing or first[0], move, angle or first[2])
+        if second == first:
+            continue
+        units = (max(_text_units(before), 1.0), max(_text_units(after), 1.0))
+        return (
+            Shot(image_index, before.strip(), *first, weight=units[0] / sum(units)),
+            Shot(image_index, after.strip(), *second, weight=units[1] / sum(units)),
+        )
+    return ()
 
 
 def _text_units(text: str) -> float:
@@ -243,7 +310,8 @@ def parse_shots(prompt: str, num_images: int) -> list[Shot]:
         shots = []
         for i in range(num_images):
             framing, move, angle = parse_directions(prompt, pan_ordinal=i)
-            shots.append(Shot(i + 1, prompt.strip(), framing, move, angle, 1.0 / num_images))
+            setups = camera_setups(i + 1, prompt, pan_ordinal=i)
+            shots.append(Shot(i + 1, prompt.strip(), framing, move, angle, 1.0 / num_images, setups))
         return shots
 
     # Segment boundaries: each reference's segment starts at its sentence start (or the previous reference's
@@ -273,7 +341,8 @@ def parse_shots(prompt: str, num_images: int) -> list[Shot]:
     shots = []
     for ordinal, (image, text, w) in enumerate(raw):
         framing, move, angle = parse_directions(text, pan_ordinal=ordinal)
-        shots.append(Shot(image, text, framing, move, angle, w / total))
+        setups = camera_setups(image, text, pan_ordinal=ordinal)
+        shots.append(Shot(image, text, framing, move, angle, w / total, setups))
     return shots
 
 
