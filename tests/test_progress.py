@@ -25,6 +25,7 @@ def test_a_polling_client_sees_progress_rise_to_100(
     while time.monotonic() < deadline:
         out = live_server.query(task_id)["output"]
         seen.append((out["task_status"], out["progress"], out.get("stage")))
+        assert ("queue_position" in out) == (out["task_status"] == "PENDING"), out
         if out["task_status"] in ("SUCCEEDED", "FAILED"):
             break
         time.sleep(0.05)

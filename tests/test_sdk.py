@@ -124,7 +124,14 @@ def test_both_styles_read_answers_that_carry_progress(
     fetched = VideoSynthesis.fetch(rsp, api_key=live_server.key)
     assert fetched.status_code == 200 and fetched.output.task_status == "PENDING"
     raw = live_server.query(rsp.output.task_id)["output"]
-    assert (raw["progress"], raw["stage"]) == (0, "queued")
+    assert (raw["progress"], raw["stage"], raw["queue_position"]) == (0, "queued", 0)
     client = dashscope.Client(api_key=live_server.key, base_url=live_server.api)
     job = client.videos.jobs.fetch(rsp.output.task_id)
     assert job.task_id == rsp.output.task_id and job.status == "PENDING"
+    behind = VideoSynthesis.async_call(
+        api_key=live_server.key, model="happyhorse-1.1-r2v", prompt="[Image 1]", media=refs[:1], duration=3
+    )
+    assert live_server.query(behind.output.task_id)["output"]["queue_position"] == 1
+    fetched = VideoSynthesis.fetch(behind, api_key=live_server.key)
+    assert fetched.status_code == 200 and fetched.output.task_status == "PENDING"
+    assert client.videos.jobs.fetch(behind.output.task_id).status == "PENDING"

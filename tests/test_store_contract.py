@@ -16,6 +16,7 @@ from videosynth.tasks.models import (
     Lease,
     NewTask,
     Stage,
+    Task,
     TaskFilter,
     TaskStatus,
 )
@@ -140,6 +141,51 @@ def test_claim_is_fifo_and_filters_models(store: TaskStore) -> None:
     assert store.claim("w", 10, LEASE, models=[]) is None
     last = store.claim("w", 10, LEASE)
     assert last is not None and last.task_id == b.task_id
+
+
+def test_tasks_ahead_predicts_the_order_claim_starts_them_in(store: TaskStore) -> None:
+    # Account b was served before (it is last in the first round); a and c never were, and take their
+    # turns in account order. Another engine's task is a different pool and never counts.
+    earlier = new_task(0, account="b")
+    store.create(earlier)
+    served = store.claim("w", 100, LEASE)
+    assert served is not None and store.succeed(served.task_id, "w", 110, "results/x.mp4", 3000)
+    queued = [
+        new_task(1, account="a"), new_task(2, account="a"), new_task(3, account="a"),
+        new_task(4, account="b"), new_task(5, account="b"), new_task(6, account="c"),
+    ]  # fmt: skip
+    other_pool = new_task(0, account="c", engine="wan-vace")
+    for t in (*queued, other_pool):
+        store.create(t)
+    predicted = {t.task_id: store.tasks_ahead(store_task(store, t.task_id)) for t in queued}
+    started: list[str] = []
+    for now in range(200, 200 + 10 * len(queued), 10):
+        task = store.claim("w", now, LEASE, engines=["animatic"])
+        assert task is not None
+        assert store.tasks_ahead(task) is None  # RUNNING: no longer queued
+        assert store.succeed(task.task_id, "w", now + 5, f"results/{task.task_id}.mp4", 3000)
+        started.append(task.task_id)
+    assert {started[n]: n for n in range(len(started))} == predicted
+    # a, c, b in the first round (b served most recently), a, b in the second, a alone in the third.
+    names = {t.task_id: t.account_id for t in queued}
+    assert [names[t] for t in started] == ["a", "c", "b", "a", "b", "a"]
+    assert store.tasks_ahead(store_task(store, other_pool.task_id)) == 0
+
+
+def test_tasks_ahead_shrinks_as_tasks_ahead_leave(store: TaskStore) -> None:
+    first, second, third = new_task(1), new_task(2), new_task(3)
+    for t in (first, second, third):
+        store.create(t)
+    assert [store.tasks_ahead(store_task(store, t.task_id)) for t in (first, second, third)] == [0, 1, 2]
+    assert store.cancel_pending(first.task_id, first.account_id, 10)
+    assert store.tasks_ahead(store_task(store, first.task_id)) is None
+    assert [store.tasks_ahead(store_task(store, t.task_id)) for t in (second, third)] == [0, 1]
+
+
+def store_task(store: TaskStore, task_id: str) -> Task:
+    task = store.get(task_id)
+    assert task is not None
+    return task
 
 
 def test_concurrent_claims_never_double(store_factory: Callable[[], TaskStore]) -> None:

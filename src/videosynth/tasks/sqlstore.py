@@ -285,6 +285,38 @@ class SqlTaskStore(abc.ABC):
                 found.update((r["task_id"], row_to_task(r)) for r in rows)
         return found
 
+    def tasks_ahead(self, task: Task) -> int | None:
+        with self._db() as conn:
+            # One pass over the engine's PENDING tasks (an index range), grouped by account, with the
+            # same running count and "served" time that claim() orders the accounts by.
+            rows = self._execute(
+                conn,
+                "SELECT p.account_id, count(*) AS pending,"
+                " sum(CASE WHEN p.submit_time_ms < ? OR (p.submit_time_ms = ? AND p.task_id < ?)"
+                " THEN 1 ELSE 0 END) AS older,"
+                " max(CASE WHEN p.task_id = ? THEN 1 ELSE 0 END) AS mine,"
+                " (SELECT count(*) FROM tasks r WHERE r.account_id = p.account_id AND r.status = 'RUNNING')"
+                " AS running,"
+                " COALESCE((SELECT max(s.scheduled_time_ms) FROM tasks s WHERE s.account_id = p.account_id),"
+                " -1) AS served"
+                " FROM tasks p WHERE p.status = 'PENDING' AND p.engine = ? GROUP BY p.account_id",
+                (task.submit_time_ms, task.submit_time_ms, task.task_id, task.task_id, task.engine),
+            ).fetchall()
+        turns = sorted(rows, key=lambda r: (r["running"], r["served"], r["account_id"]))
+        mine = next(
+            (i for i, r in enumerate(turns) if r["account_id"] == task.account_id and r["mine"]), None
+        )
+        if mine is None:
+            return None
+        own_older = int(turns[mine]["older"])
+        # The task goes in round ``own_older``; every account before its own in the turn order has one
+        # more task started by the end of that round than the accounts after it.
+        return own_older + sum(
+            min(int(r["pending"]), own_older + (1 if i < mine else 0))
+            for i, r in enumerate(turns)
+            if i != mine
+        )
+
     def list(self, account_id: str, flt: TaskFilter, offset: int, limit: int) -> tuple[int, list[Task]]:
         where = ["account_id = ?"]
         args: list[Any] = [account_id]

@@ -51,6 +51,15 @@ class TaskStore(Protocol):
         """Tasks of one account, newest first, and the total matching ``flt``."""
         ...
 
+    def tasks_ahead(self, task: Task) -> int | None:
+        """How many PENDING tasks of ``task``'s engine the workers will start before it; None once it is
+        no longer PENDING.
+
+        The estimate follows :meth:`claim`'s order as if every account kept taking turns: the account's
+        own older tasks, then one task per round from every other account with tasks left, the accounts
+        that ``claim`` would serve next going first in each round."""
+        ...
+
     def cancel_pending(self, task_id: str, account_id: str, now_ms: int) -> bool:
         """PENDING -> CANCELED; False when the task is not this account's or not PENDING."""
         ...

@@ -48,8 +48,10 @@ def submitted(task_id: str) -> dict[str, Any]:
     return {"output": {"task_status": TaskStatus.PENDING.value, "task_id": task_id}}
 
 
-def task_output(task: Task, tz: ZoneInfo, video_url: str | None) -> dict[str, Any]:
-    """The ``GET /api/v1/tasks/{id}`` body (without request_id)."""
+def task_output(
+    task: Task, tz: ZoneInfo, video_url: str | None, tasks_ahead: int | None = None
+) -> dict[str, Any]:
+    """The ``GET /api/v1/tasks/{id}`` body (without request_id); ``tasks_ahead`` for a PENDING task."""
     output: dict[str, Any] = {"task_id": task.task_id, "task_status": task.status.value}
     for name, ms in (
         ("submit_time", task.submit_time_ms),
@@ -68,6 +70,8 @@ def task_output(task: Task, tz: ZoneInfo, video_url: str | None) -> dict[str, An
         output["progress"] = min(task.progress or 0, 99)
     if task.status is TaskStatus.PENDING:
         output["stage"] = "queued"
+        if tasks_ahead is not None:
+            output["queue_position"] = tasks_ahead
     elif task.status is TaskStatus.RUNNING:
         output["stage"] = str(task.stage or Stage.FETCHING)
     body: dict[str, Any] = {"output": output}

@@ -28,7 +28,7 @@ from videosynth.api.dashscope.uploads import UPLOAD_PATH, policy_data, receive_u
 from videosynth.api.services import Services, TaskRequest, now_ms
 from videosynth.errors import InvalidRequest, NotCancelable
 from videosynth.storage.base import ObjectExists, Storage
-from videosynth.tasks.models import CancelOutcome
+from videosynth.tasks.models import CancelOutcome, TaskStatus
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
@@ -89,7 +89,10 @@ def dashscope_routes(services: Services) -> list[Route]:
         task = await services.calls.get_task(task_id)
         if task is None or task.account_id != key.account_id:
             return json_response(request, responses.unknown_output(task_id))
-        return json_response(request, responses.task_output(task, tz, services.result_link(task)))
+        ahead = (
+            await services.calls.read(store.tasks_ahead, task) if task.status is TaskStatus.PENDING else None
+        )
+        return json_response(request, responses.task_output(task, tz, services.result_link(task), ahead))
 
     @route("POST", "/api/v1/tasks/{task_id}/cancel")
     async def cancel(request: Request) -> Response:
