@@ -245,6 +245,9 @@ def test_a_connection_that_never_finishes_its_head_is_closed(served: Served) -> 
                     break
             except BlockingIOError:
                 pass
+            except ConnectionResetError:
+                # The server closed with our header lines unread, so the kernel answered with a reset: closed.
+                break
             time.sleep(1)
         waited = time.monotonic() - started
     assert HEAD_TIMEOUT_S * 0.8 < waited < HEAD_TIMEOUT_S * 3
