@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+TORCH ?= 2.13.0
 
 .PHONY: install run test test-faults check bench bench-queue bench-load system-deps clean
 
@@ -13,7 +14,10 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null
-	$(BIN)/pip install -q -e ".[dev,postgres,s3]"
+	# torch first, pinned: this machine kind has that CPU build on local disk, and the [gpu] extra's range
+	# then installs nothing more (any other torch spec downloads a CUDA build of several GB).
+	$(BIN)/pip install -q torch==$(TORCH)
+	$(BIN)/pip install -q -e ".[dev,postgres,s3,gpu]"
 	touch $@
 
 run: install

@@ -72,6 +72,7 @@ class ModelSpec:
 ENGINE_DESCRIPTIONS = {
     "animatic": "CPU animatic: a deterministic storyboard render of the reference images following the "
     "prompt's shot directions. Not a generative model.",
+    "wan-vace": "Wan VACE reference-to-video (diffusers WanVACEPipeline) on this server's GPUs.",
 }
 
 

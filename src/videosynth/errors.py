@@ -60,6 +60,7 @@ class ErrorKind(enum.StrEnum):
     ENGINE_FAILED = "engine_failed"
     ENGINE_CRASHED = "engine_crashed"
     ENGINE_OUTPUT = "engine_output"
+    ENGINE_OUT_OF_MEMORY = "engine_out_of_memory"
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     CANCELED = "canceled"
@@ -208,6 +209,12 @@ class EngineOutputInvalid(EngineError):
     kind = ErrorKind.ENGINE_OUTPUT
 
 
+class EngineOutOfMemory(EngineError):
+    """The accelerator ran out of memory for this request; the engine freed what it held and goes on."""
+
+    kind = ErrorKind.ENGINE_OUT_OF_MEMORY
+
+
 class TaskTimeout(VideosynthError):
     """The task did not finish in time."""
 
@@ -237,7 +244,8 @@ for _cls in (
     VideosynthError, InvalidRequest, MissingApiKey, UnknownApiKey, ModelNotFound, UnsupportedMediaUrl,
     NotCancelable, PayloadTooLarge, MediaError, MediaDownloadFailed, MediaConnectionRefused, MediaTimeout,
     ForbiddenAddress, MediaNotFound, InvalidImageFormat, InvalidImageSize, InvalidImageResolution,
-    EngineError, EngineCrashed, EngineOutputInvalid, TaskTimeout, Canceled, StoreError, StorageUnavailable,
+    EngineError, EngineCrashed, EngineOutputInvalid, EngineOutOfMemory, TaskTimeout, Canceled, StoreError,
+    StorageUnavailable,
 ):  # fmt: skip
     _BY_KIND.setdefault(_cls.kind, _cls)
 

@@ -18,7 +18,7 @@ from videosynth.engines.base import Engine, FileEngine, FrameEngine
 from videosynth.engines.options import Option, OptionsError, validate
 from videosynth.errors import EngineError
 
-ENGINES = ("animatic",)
+ENGINES = ("animatic", "wan-vace")
 
 
 def _plugin(name: str) -> Callable[..., Engine]:
@@ -40,6 +40,10 @@ def engine_options(name: str) -> tuple[Option, ...]:
         from videosynth.engines.animatic.options import OPTIONS
 
         return OPTIONS
+    if name == "wan-vace":
+        from videosynth.engines.wan_vace.options import OPTIONS as WAN_VACE_OPTIONS
+
+        return WAN_VACE_OPTIONS
     if is_known(name):
         return tuple(getattr(_plugin(name), "OPTIONS", ()))
     raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}, or package.module:Factory")
@@ -47,7 +51,12 @@ def engine_options(name: str) -> tuple[Option, ...]:
 
 def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments ``name`` is built with; raises OptionsError or EngineError."""
-    return validate(name, engine_options(name), options)
+    values = validate(name, engine_options(name), options)
+    if name == "wan-vace":
+        from videosynth.engines.wan_vace.options import check
+
+        check(values)
+    return values
 
 
 def create_engine(name: str, options: Mapping[str, Any] | None = None) -> Engine:
@@ -59,6 +68,14 @@ def create_engine(name: str, options: Mapping[str, Any] | None = None) -> Engine
         from videosynth.engines.animatic.engine import AnimaticEngine
 
         return AnimaticEngine(**values)
+    if name == "wan-vace":
+        try:
+            from videosynth.engines.wan_vace.engine import WanVaceEngine
+        except ImportError as exc:
+            raise EngineError(
+                f"engine 'wan-vace' needs the [gpu] extra (pip install 'videosynth[gpu]'): {exc}"
+            ) from exc
+        return WanVaceEngine(**values)
     engine = _plugin(name)(**values)
     if not isinstance(engine, (FrameEngine, FileEngine)):
         raise EngineError(

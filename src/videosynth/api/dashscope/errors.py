@@ -88,6 +88,13 @@ ERRORS: dict[ErrorKind, WireError] = {
     ErrorKind.ENGINE_OUTPUT: WireError(
         500, "InternalError.Algo", "The engine's video did not match the request."
     ),
+    # DashScope has no code of its own for this; clients switch on InternalError.Algo, people read the message.
+    ErrorKind.ENGINE_OUT_OF_MEMORY: WireError(
+        500,
+        "InternalError.Algo",
+        "The GPU ran out of memory for this request; try a lower resolution, a shorter duration or fewer"
+        " reference images.",
+    ),
     ErrorKind.TIMEOUT: WireError(
         500,
         "InternalError.Timeout",

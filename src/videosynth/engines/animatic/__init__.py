@@ -7,7 +7,7 @@ Public pieces: :class:`AnimaticEngine` (the :class:`videosynth.engines.base.Engi
 
 from __future__ import annotations
 
-from videosynth.engines.animatic.engine import AnimaticEngine, load_reference, picture_hints
+from videosynth.engines.animatic.engine import AnimaticEngine, picture_hints
 from videosynth.engines.animatic.render import (
     Slot,
     dissolves,
@@ -17,6 +17,7 @@ from videosynth.engines.animatic.render import (
     watermark_box,
 )
 from videosynth.engines.animatic.shots import Shot, allocate_frames, parse_directions, parse_shots
+from videosynth.media.images import load_reference
 
 __all__ = [
     "AnimaticEngine",

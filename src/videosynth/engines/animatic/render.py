@@ -30,11 +30,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from videosynth.engines.animatic.options import WATERMARK_TEXT
 from videosynth.engines.animatic.shots import Shot, allocate_frames
 from videosynth.media.opencv import exact_kernels
+from videosynth.media.watermark import Watermark
 
 FADE_SECONDS = 0.25
 CLEAN_VIEW_SECONDS = 1.0  # what every shot shows outside its dissolves, when the duration allows
@@ -224,42 +224,9 @@ def _setup_zoom(shot: Shot) -> float:
 # ------------------------------------------------------------------------------------------- watermark
 
 
-class _Watermark:
-    """A pre-rendered, semi-transparent text patch for the bottom-right corner."""
-
-    def __init__(self, width: int, height: int, label: str = WATERMARK_TEXT) -> None:
-        size = max(10, round(min(width, height) * 0.03))
-        font = ImageFont.load_default(size=size)
-        left, top, right, bottom = (int(v) for v in font.getbbox(label))
-        shadow = max(1, size // 14)
-        pw, ph = right - left + shadow + 2, bottom - top + shadow + 2
-        text = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
-        ImageDraw.Draw(text).text((1 - left, 1 - top), label, font=font, fill=(255, 255, 255, 170))
-        under = Image.new("RGBA", (pw, ph), (0, 0, 0, 0))
-        # A soft dark shadow keeps the text legible on white.
-        ImageDraw.Draw(under).text(
-            (1 - left + shadow, 1 - top + shadow), label, font=font, fill=(0, 0, 0, 110)
-        )
-        patch = np.asarray(Image.alpha_composite(under, text))
-        margin = max(4, round(min(width, height) * 0.025))
-        pw, ph = min(pw, width), min(ph, height)
-        patch = patch[:ph, :pw]
-        self.x0 = max(0, width - margin - pw)
-        self.y0 = max(0, height - margin - ph)
-        self.x1, self.y1 = self.x0 + pw, self.y0 + ph
-        alpha = patch[..., 3:4].astype(np.uint16)
-        self._inv_alpha = (255 - alpha).astype(np.uint16)
-        self._premult = patch[..., :3].astype(np.uint16) * alpha + 127  # +127 rounds the division below
-
-    def apply(self, frame: np.ndarray) -> None:
-        """Blend the patch into ``frame`` in place (the caller owns ``frame``)."""
-        region = frame[self.y0 : self.y1, self.x0 : self.x1]
-        region[...] = ((region * self._inv_alpha + self._premult) // 255).astype(np.uint8)
-
-
 def watermark_box(width: int, height: int, label: str = WATERMARK_TEXT) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)`` of the watermark patch in a ``width x height`` frame (x1, y1 exclusive)."""
-    wm = _Watermark(width, height, label)
+    wm = Watermark(width, height, label)
     return wm.x0, wm.y0, wm.x1, wm.y1
 
 
@@ -278,7 +245,7 @@ class _ShotRenderer:
         width: int,
         height: int,
         seed: int,
-        watermark: _Watermark | None,
+        watermark: Watermark | None,
     ) -> None:
         self.width, self.height = width, height
         self.move = shot.move
@@ -569,7 +536,7 @@ def _frames(
     # Images are fetched from ``images`` when their first shot is built (the engine's sequence decodes them
     # lazily) and let go after their last shot.
     last_use = {slot.shot.image_index: i for i, slot in enumerate(plan)}
-    wm = _Watermark(width, height, watermark_text) if watermark else None
+    wm = Watermark(width, height, watermark_text) if watermark else None
     assets: dict[int, _ImageAssets] = {}
     renderers: dict[int, _ShotRenderer] = {}
 

@@ -79,6 +79,8 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from videosynth.engines.markers import REFERENCE_MARKER, marker_number
+
 FRAMINGS = ("close_up", "medium", "wide")
 MOVES = ("hold", "push_in", "pull_back", "pan_left", "pan_right", "tilt_up", "tilt_down")
 ANGLES = ("low", "high", "side")
@@ -110,10 +112,7 @@ class Shot:
     setups: tuple[Shot, ...] = ()
 
 
-_REFERENCE = re.compile(
-    r"[\[【［]\s*(?:image|img|ｉｍａｇｅ|图片|图像|图)\s*(\d{1,3})\s*[\]】］]|\bcharacter(\d{1,3})\b",
-    re.IGNORECASE,
-)
+_REFERENCE = REFERENCE_MARKER
 # Sentence ends: Latin punctuation followed by a space or the end, any CJK sentence punctuation, newlines.
 _SENTENCE_END = re.compile(r"[.!?;](?=\s|$)|[。！？；…\n]")
 
@@ -274,9 +273,7 @@ def _reference_spans(prompt: str, num_images: int) -> list[tuple[int, int, int]]
     """``(start, end, image_index)`` for every valid reference, in order."""
     spans = []
     for m in _REFERENCE.finditer(prompt):
-        digits = m.group(1) or m.group(2)
-        # int() refuses numbers of more than 4300 digits; no image number is longer than a few.
-        n = int(digits) if len(digits) <= 6 else 0
+        n = marker_number(m)
         if 1 <= n <= num_images:
             spans.append((m.start(), m.end(), n))
     return spans
