@@ -29,8 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+HERE = Path(__file__).resolve().parent
+# bench/queue.py would shadow the standard library's queue, which torch imports: this folder leaves the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path[:0] = [str(HERE.parent / "src"), str(HERE.parent / "tests")]
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ from PIL import Image
 from transformers import UMT5Config, UMT5EncoderModel
 
 from videosynth.engines.base import GenerationRequest, ReferenceImage
+from videosynth.engines.wan_vace import plan
 from videosynth.engines.wan_vace.engine import WanVaceEngine
 from wan_tiny import tiny_tokenizer
 
@@ -59,6 +62,10 @@ UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers
 
 
 def build(size: str) -> Any:
+    if size == "tiny":
+        from wan_tiny import build_pipeline
+
+        return build_pipeline()
     torch.manual_seed(0)
     with torch.device("cuda"):
         transformer = WanVACETransformer3DModel(**COMMON, **TRANSFORMERS[size]).to(torch.bfloat16)
@@ -78,18 +85,19 @@ def build(size: str) -> Any:
 
 
 def save_random_lora(folder: Path, transformer: Any, rank: int = 64) -> Path:
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=rank,
-        target_modules=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
-    )
-    transformer.add_adapter(config, adapter_name="bench")
-    state = get_peft_model_state_dict(transformer, adapter_name="bench")
+    """A random LoRA on every attention and feed-forward projection, in the layout peft trainings save,
+    written without touching ``transformer`` (the baseline must run the unchanged model)."""
+    targets = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(targets):
+            out_features, in_features = module.weight.shape
+            state[f"{name}.lora_A.weight"] = (
+                torch.randn(rank, in_features, generator=generator) / in_features**0.5
+            )
+            state[f"{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * 1e-3
     WanVACEPipeline.save_lora_weights(folder, transformer_lora_layers=state)
-    transformer.delete_adapters("bench")
     return folder / "pytorch_lora_weights.safetensors"
 
 
@@ -103,12 +111,17 @@ def references(folder: Path, count: int = 3) -> tuple[ReferenceImage, ...]:
     return tuple(refs)
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class StepClock:
     def __init__(self) -> None:
         self.marks: list[float] = []
 
     def __call__(self, *args: Any) -> Any:
-        torch.cuda.synchronize()
+        _sync()
         self.marks.append(time.perf_counter())
         return args[-1] if args and isinstance(args[-1], dict) else None
 
@@ -117,15 +130,17 @@ class StepClock:
         return statistics.median(gaps) if gaps else float("nan")
 
 
-def run_plain(pipe: Any, refs: tuple[ReferenceImage, ...], steps: int) -> dict[str, float]:
+def run_plain(pipe: Any, refs: tuple[ReferenceImage, ...], steps: int, max_area: int) -> dict[str, float]:
+    """The baseline: the pipeline called as its documentation shows, at the size the engine generates."""
+    width, height = plan.generation_size("720P", "16:9", "720P", max_area)
     images = [Image.open(r.path).convert("RGB") for r in refs]
     clock = StepClock()
-    torch.cuda.reset_peak_memory_stats()
+    _reset_peak()
     start = time.perf_counter()
-    pipe(prompt="a woman in a red qipao opens a fan", reference_images=images, height=720, width=1280,
-         num_frames=81, num_inference_steps=steps, guidance_scale=5.0, output_type="np",
+    pipe(prompt="a woman in a red qipao opens a fan", reference_images=images, height=height, width=width,
+         num_frames=plan.model_frames(5), num_inference_steps=steps, guidance_scale=5.0, output_type="np",
          callback_on_step_end=lambda p, i, t, kw: clock(kw))  # fmt: skip
-    torch.cuda.synchronize()
+    _sync()
     return {"step_s": clock.per_step(), "e2e_s": time.perf_counter() - start, "peak_gib": _peak()}
 
 
@@ -139,24 +154,39 @@ def run_engine(engine: WanVaceEngine, refs: tuple[ReferenceImage, ...]) -> dict[
         if stage == "denoising":
             clock()
 
-    torch.cuda.reset_peak_memory_stats()
+    _reset_peak()
     start = time.perf_counter()
     frames = sum(1 for _ in engine.frames(request, on_progress).frames)
     assert frames == 120
-    torch.cuda.synchronize()
+    _sync()
     return {"step_s": clock.per_step(), "e2e_s": time.perf_counter() - start, "peak_gib": _peak()}
 
 
+def _reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def _peak() -> float:
-    return torch.cuda.max_memory_allocated() / 2**30
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="1.3b,14b")
     parser.add_argument("--steps", type=int, default=4, help="steps of the plain and quality runs")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a smoke run of this script on the CPU: the tests' tiny model, small frames",
+    )
     args = parser.parse_args()
-    print(f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}")
+    if args.tiny:
+        args.models = "tiny"
+        torch.set_num_threads(1)
+    device, dtype, max_area = ("cpu", "float32", 64 * 36) if args.tiny else ("cuda", "bfloat16", 0)
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"device: {where}; torch {torch.__version__}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -165,24 +195,29 @@ def main() -> None:
             pipe = build(size)
             lora = save_random_lora(folder / f"lora-{size}", pipe.transformer)
             pipe.set_progress_bar_config(disable=True)
-            run_plain(pipe, refs, 1)  # warm-up: kernels, allocator
-            plain = run_plain(pipe, refs, args.steps)
-            quality = WanVaceEngine(model_dir="(in memory)", steps=args.steps, pipeline=pipe)
+            pipe.to(device)
+            run_plain(pipe, refs, 1, max_area)  # warm-up: kernels, allocator
+            plain = run_plain(pipe, refs, args.steps, max_area)
+            common = dict(
+                model_dir="(in memory)", device=device, dtype=dtype, max_area=max_area, pipeline=pipe
+            )
+            quality = WanVaceEngine(steps=args.steps, **common)
             quality.warm_up()
             q = run_engine(quality, refs)
             # The fast profile changes the weights in place (fused LoRA, FP8 storage): last, on this pipeline.
-            fast = WanVaceEngine(model_dir="(in memory)", profile="fast", lora_path=str(lora), pipeline=pipe)
+            fast = WanVaceEngine(profile="fast", lora_path=str(lora), **common)
             fast.warm_up()
             f = run_engine(fast, refs)
             rows.append((size, plain, q, f))
             print(f"{size}: plain {plain}\n      quality {q}\n      fast {f}", flush=True)
             del pipe, quality, fast
             gc.collect()
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     print("\n| model | run | s/step | end-to-end s (5 s 720P) | peak GiB |\n|---|---|---|---|---|")
     for size, plain, q, f in rows:
         for name, r in (("plain WanVACEPipeline", plain), ("quality", q), ("fast", f)):
-            print(f"| {size} | {name} | {r['step_s']:.2f} | {r['e2e_s']:.1f} | {r['peak_gib']:.1f} |")
+            print(f"| {size} | {name} | {r['step_s']:.3f} | {r['e2e_s']:.1f} | {r['peak_gib']:.1f} |")
         print(
             f"| {size} | quality / plain per step | {q['step_s'] / plain['step_s']:.3f} (target <= 1.05) | | |"
         )
