@@ -508,3 +508,28 @@ def test_connections_of_finished_threads_are_closed(store: TaskStore) -> None:
     # Every pool thread that retired took its connection with it (before: 20 leaked per burst).
     assert conns.open_count() == before
     assert store.get("still-works") is None
+
+
+def test_engine_state_is_saved_by_the_holder_only_and_survives_a_requeue(store: TaskStore) -> None:
+    nt = new_task(1)
+    store.create(nt)
+    claimed = store.claim("w1", 10, LEASE)
+    assert claimed is not None and claimed.engine_state is None
+    assert not store.save_engine_state(nt.task_id, "w2", "not yours")
+    assert store.save_engine_state(nt.task_id, "w1", '{"upstream": "abc"}')
+    # The lease runs out: the next attempt gets what the first one saved, and may replace it.
+    assert store.requeue_expired(10 + LEASE + 1, max_attempts=3) == (1, 0)
+    again = store.claim("w2", 10 + LEASE + 2, LEASE)
+    assert again is not None and again.attempts == 2 and again.engine_state == '{"upstream": "abc"}'
+    assert not store.save_engine_state(nt.task_id, "w1", "lost its lease")
+    assert store.save_engine_state(nt.task_id, "w2", "second")
+    assert store.fail(nt.task_id, "w2", 99, ErrorKind.UPSTREAM_FAILED, "its words", upstream_code="Its.Code")
+    done = store.get(nt.task_id)
+    assert done is not None and done.status is TaskStatus.FAILED
+    assert (done.error_kind, done.error_detail, done.upstream_code) == (
+        ErrorKind.UPSTREAM_FAILED,
+        "its words",
+        "Its.Code",
+    )
+    assert done.engine_state == "second"
+    assert not store.save_engine_state(nt.task_id, "w2", "after the end")  # only while RUNNING

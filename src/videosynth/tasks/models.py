@@ -145,6 +145,11 @@ class Task:
     #: A failure recorded by schema 1, which stored the DashScope code and message themselves:
     #: ``(code, message)``. Such rows live until retention purges them; new failures never set this.
     legacy_error: tuple[str, str] | None = None
+    #: What a relay engine saved to resume the task elsewhere (its upstream's task id): engine-private,
+    #: kept across retries, never shown to clients.
+    engine_state: str | None = None
+    #: A relayed failure's code as the upstream sent it (``error_kind`` is ``UPSTREAM_FAILED``).
+    upstream_code: str | None = None
 
 
 class Stage(enum.StrEnum):

@@ -34,7 +34,13 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "PostgreSQL support needs the postgres extra: pip install 'videosynth[postgres]'"
     ) from exc
 
-MIGRATIONS = ("postgres_001.sql", "postgres_002.sql", "postgres_003.sql", "postgres_004.sql")
+MIGRATIONS = (
+    "postgres_001.sql",
+    "postgres_002.sql",
+    "postgres_003.sql",
+    "postgres_004.sql",
+    "postgres_005.sql",
+)
 NEW_COLUMNS_SQL = ", ".join(NEW_TASK_COLUMNS)
 NEW_COLUMNS_TYPED = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'text'}" for c in NEW_TASK_COLUMNS)
 CHANNEL = "videosynth_tasks"

@@ -35,7 +35,8 @@ from videosynth.tasks.models import (
 TASK_COLUMNS = (
     "task_id, account_id, api_key_id, request_id, model, engine, prompt, params, status, submit_time_ms,"
     " scheduled_time_ms, end_time_ms, error_kind, error_detail, result_key, video_duration_ms, worker_id,"
-    " attempts, cancel_requested, legacy_error_code, legacy_error_message, progress, stage"
+    " attempts, cancel_requested, legacy_error_code, legacy_error_message, progress, stage, engine_state,"
+    " upstream_code"
 )
 # Bounds the statement's parameter list; SQLite's default limit is far above it.
 GET_MANY_CHUNK = 500
@@ -177,6 +178,8 @@ def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
             if row["legacy_error_code"]
             else None
         ),
+        engine_state=row["engine_state"],
+        upstream_code=row["upstream_code"],
     )
 
 
@@ -479,13 +482,31 @@ class SqlTaskStore(abc.ABC):
             )
             return bool(cur.rowcount == 1)
 
-    def fail(self, task_id: str, worker_id: str, now_ms: int, kind: ErrorKind, detail: str | None) -> bool:
+    def fail(
+        self,
+        task_id: str,
+        worker_id: str,
+        now_ms: int,
+        kind: ErrorKind,
+        detail: str | None,
+        *,
+        upstream_code: str | None = None,
+    ) -> bool:
         with self._db() as conn:
             cur = self._execute(
                 conn,
-                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_kind=?, error_detail=?,"
+                "UPDATE tasks SET status='FAILED', end_time_ms=?, error_kind=?, error_detail=?, upstream_code=?,"
                 " lease_expires_ms=NULL WHERE task_id=? AND worker_id=? AND status='RUNNING'",
-                (now_ms, kind.value, detail, task_id, worker_id),
+                (now_ms, kind.value, detail, upstream_code, task_id, worker_id),
+            )
+            return bool(cur.rowcount == 1)
+
+    def save_engine_state(self, task_id: str, worker_id: str, state: str) -> bool:
+        with self._db() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE tasks SET engine_state=? WHERE task_id=? AND worker_id=? AND status='RUNNING'",
+                (state, task_id, worker_id),
             )
             return bool(cur.rowcount == 1)
 

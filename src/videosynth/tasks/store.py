@@ -107,8 +107,24 @@ class TaskStore(Protocol):
         """RUNNING -> SUCCEEDED, only while ``worker_id`` holds the task."""
         ...
 
-    def fail(self, task_id: str, worker_id: str, now_ms: int, kind: ErrorKind, detail: str | None) -> bool:
-        """RUNNING -> FAILED with what went wrong, only while ``worker_id`` holds the task."""
+    def fail(
+        self,
+        task_id: str,
+        worker_id: str,
+        now_ms: int,
+        kind: ErrorKind,
+        detail: str | None,
+        *,
+        upstream_code: str | None = None,
+    ) -> bool:
+        """RUNNING -> FAILED with what went wrong, only while ``worker_id`` holds the task; a relayed
+        failure keeps the upstream's own code too."""
+        ...
+
+    def save_engine_state(self, task_id: str, worker_id: str, state: str) -> bool:
+        """Record what the task's engine needs to resume it (a relay's upstream task id), only while
+        ``worker_id`` holds the task; it survives a requeue, so the next attempt resumes instead of
+        starting again."""
         ...
 
     def finish_canceled(self, task_id: str, worker_id: str, now_ms: int) -> bool:
