@@ -25,6 +25,15 @@ turned into HTTP errors.
     │   └── InvalidImageResolution   short side too small, or too many pixels
     ├── EngineError                  the engine failed (task FAILED)
     │   └── EngineCrashed            the engine process died
+    │   └── UpstreamError            a relay's upstream service (task FAILED)
+    │       ├── UpstreamFailed       the upstream task FAILED: its own code and message
+    │       ├── UpstreamUnavailable  5xx / unreachable for longer than the relay's bound
+    │       │   ├── UpstreamThrottled  429: slow down (never a failure by itself)
+    │       │   └── SubmitAnswerLost   a submit's answer did not arrive: look for the task upstream
+    │       ├── UpstreamTaskLost     the upstream no longer knows the task (UNKNOWN past the bound)
+    │       ├── UpstreamSubmitLost   a submit's answer was lost and the task cannot be found upstream
+    │       ├── UpstreamRefused      the upstream refused the submit (4xx: key, quota, parameters)
+    │       └── UpstreamResultUnusable  the upstream's video could not be downloaded or is not an MP4
     ├── TaskTimeout                  not finished in time
     ├── Canceled                     cooperative stop of a running generation
     ├── StoreError                   the task store is unavailable
@@ -66,6 +75,12 @@ class ErrorKind(enum.StrEnum):
     CANCELED = "canceled"
     STORE_UNAVAILABLE = "store_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    UPSTREAM_FAILED = "upstream_failed"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    UPSTREAM_TASK_LOST = "upstream_task_lost"
+    UPSTREAM_SUBMIT_LOST = "upstream_submit_lost"
+    UPSTREAM_REFUSED = "upstream_refused"
+    UPSTREAM_RESULT = "upstream_result"
 
 
 # An absolute path not inside a URL (a slash not preceded by a word character, a colon or another slash).
@@ -215,6 +230,67 @@ class EngineOutOfMemory(EngineError):
     kind = ErrorKind.ENGINE_OUT_OF_MEMORY
 
 
+class UpstreamError(EngineError):
+    """A relay's upstream service did not produce the video."""
+
+    kind = ErrorKind.UPSTREAM_FAILED
+
+    def __init__(self, detail: str | None = None, *, upstream_code: str | None = None) -> None:
+        super().__init__(detail)
+        #: The upstream's own error code, kept as it sent it (a relay passes its upstream's failure on).
+        self.upstream_code = upstream_code
+
+
+class UpstreamFailed(UpstreamError):
+    """The upstream service reported the task as failed."""
+
+    kind = ErrorKind.UPSTREAM_FAILED
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream service kept answering errors or could not be reached."""
+
+    kind = ErrorKind.UPSTREAM_UNAVAILABLE
+
+
+class UpstreamThrottled(UpstreamUnavailable):
+    """The upstream service asked us to slow down (HTTP 429): never a task failure by itself."""
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class SubmitAnswerLost(UpstreamUnavailable):
+    """A submit may have reached the upstream but its answer did not reach us (a timeout, a reset)."""
+
+    kind = ErrorKind.UPSTREAM_SUBMIT_LOST
+
+
+class UpstreamTaskLost(UpstreamError):
+    """The upstream service no longer knows the task."""
+
+    kind = ErrorKind.UPSTREAM_TASK_LOST
+
+
+class UpstreamSubmitLost(UpstreamError):
+    """A submit's answer was lost and the upstream's task could not be told apart from others."""
+
+    kind = ErrorKind.UPSTREAM_SUBMIT_LOST
+
+
+class UpstreamRefused(UpstreamError):
+    """The upstream service refused the task."""
+
+    kind = ErrorKind.UPSTREAM_REFUSED
+
+
+class UpstreamResultUnusable(UpstreamError):
+    """The upstream's video could not be downloaded or is not a video."""
+
+    kind = ErrorKind.UPSTREAM_RESULT
+
+
 class TaskTimeout(VideosynthError):
     """The task did not finish in time."""
 
@@ -244,8 +320,9 @@ for _cls in (
     VideosynthError, InvalidRequest, MissingApiKey, UnknownApiKey, ModelNotFound, UnsupportedMediaUrl,
     NotCancelable, PayloadTooLarge, MediaError, MediaDownloadFailed, MediaConnectionRefused, MediaTimeout,
     ForbiddenAddress, MediaNotFound, InvalidImageFormat, InvalidImageSize, InvalidImageResolution,
-    EngineError, EngineCrashed, EngineOutputInvalid, EngineOutOfMemory, TaskTimeout, Canceled, StoreError,
-    StorageUnavailable,
+    EngineError, EngineCrashed, EngineOutputInvalid, EngineOutOfMemory, UpstreamFailed, UpstreamUnavailable,
+    UpstreamTaskLost, UpstreamSubmitLost, UpstreamRefused, UpstreamResultUnusable, TaskTimeout, Canceled,
+    StoreError, StorageUnavailable,
 ):  # fmt: skip
     _BY_KIND.setdefault(_cls.kind, _cls)
 

@@ -31,6 +31,7 @@ import time
 import typing
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpcore
 import httpx
@@ -424,7 +425,14 @@ def _refuse_encoded(response: httpx.Response, short: str) -> None:
         )
 
 
-def _read_body(response: httpx.Response, policy: FetchPolicy, deadline: float, short: str) -> bytes:
+def _read_body(
+    response: httpx.Response,
+    policy: FetchPolicy,
+    deadline: float,
+    short: str,
+    sink: typing.Callable[[bytes], object] | None = None,
+) -> bytes:
+    """The body, capped and under the deadline; with ``sink``, each chunk goes there instead (b"" back)."""
     declared = response.headers.get("content-length")
     if declared is not None:
         try:
@@ -434,12 +442,17 @@ def _read_body(response: httpx.Response, policy: FetchPolicy, deadline: float, s
         if declared_size > policy.max_bytes:
             raise _too_large(policy.max_bytes, f"the server announced {declared_size} bytes for {short}")
     body = bytearray()
+    received = 0
     for chunk in response.iter_raw():
-        body += chunk
-        if len(body) > policy.max_bytes:
+        received += len(chunk)
+        if received > policy.max_bytes:
             raise _too_large(policy.max_bytes, f"got more than {policy.max_bytes} bytes from {short}")
         if time.monotonic() > deadline:
             raise MediaTimeout(f"Download {short} timeout, please check network connection.")
+        if sink is None:
+            body += chunk
+        else:
+            sink(chunk)
     return bytes(body)
 
 
@@ -459,7 +472,13 @@ def warm_up() -> None:
     Image.init()
 
 
-def _fetch_http(url: str, policy: FetchPolicy, should_stop: typing.Callable[[], bool]) -> bytes:
+def _fetch_http(
+    url: str,
+    policy: FetchPolicy,
+    should_stop: typing.Callable[[], bool],
+    sink: typing.Callable[[bytes], object] | None = None,
+    accept: str = "image/*,*/*;q=0.8",
+) -> bytes:
     deadline = time.monotonic() + policy.total_timeout
     backend = _GuardedBackend(allow_private=policy.allow_private, deadline=deadline, should_stop=should_stop)
     transport = _GuardedTransport(backend, _ssl_context())
@@ -469,7 +488,7 @@ def _fetch_http(url: str, policy: FetchPolicy, should_stop: typing.Callable[[], 
         write=policy.read_timeout,
         pool=policy.connect_timeout,
     )
-    headers = {"Accept-Encoding": "identity", "Accept": "image/*,*/*;q=0.8", "User-Agent": _USER_AGENT}
+    headers = {"Accept-Encoding": "identity", "Accept": accept, "User-Agent": _USER_AGENT}
     # trust_env=False: proxy environment variables would send the request to a proxy, around the address
     # check.
     with httpx.Client(
@@ -511,7 +530,7 @@ def _fetch_http(url: str, policy: FetchPolicy, should_stop: typing.Callable[[], 
                     if not 200 <= response.status_code < 300:
                         raise MediaDownloadFailed(f"Failed to download {short}: HTTP {response.status_code}")
                     _refuse_encoded(response, short)
-                    return _read_body(response, policy, deadline, short)
+                    return _read_body(response, policy, deadline, short, sink)
             except _ForbiddenTarget as exc:
                 raise ForbiddenAddress(
                     f"The media URL {short} resolves to {exc.address}, which is not a public address."
@@ -555,3 +574,26 @@ def fetch_media(url: str, policy: FetchPolicy, should_stop: typing.Callable[[], 
             f"Failed to download {_short_url(text)}: unsupported URL scheme, use http, https or data."
         )
     return _fetch_http(text, policy, should_stop)
+
+
+def fetch_to_file(
+    url: str,
+    policy: FetchPolicy,
+    destination: Path,
+    should_stop: typing.Callable[[], bool] = _never,
+    accept: str = "*/*",
+) -> int:
+    """Download an ``http``/``https`` URL into ``destination`` under ``policy`` (the same address checks,
+    redirects, cap and deadline as :func:`fetch_media`, streamed to disk instead of held in memory) and
+    return its size. A failed download leaves no file. Raises what :func:`fetch_media` raises."""
+    text = url.strip()
+    scheme = text.split(":", 1)[0].lower() if ":" in text else ""
+    if scheme not in ("http", "https"):
+        raise MediaDownloadFailed(f"Failed to download {_short_url(text)}: only http and https URLs.")
+    try:
+        with destination.open("wb") as out:
+            _fetch_http(text, policy, should_stop, sink=out.write, accept=accept)
+            return out.tell()
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise

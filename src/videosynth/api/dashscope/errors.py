@@ -108,6 +108,27 @@ ERRORS: dict[ErrorKind, WireError] = {
     ),
     # As a task failure this is a result that could not be stored: the hosted service's upload error.
     ErrorKind.STORAGE_UNAVAILABLE: WireError(503, "InternalError.Upload", "Failed to upload result."),
+    # A relayed task: the upstream's own code and message are shown where it sent them (task_failure); these
+    # are the words when it sent none, and the codes of what went wrong between us and it.
+    ErrorKind.UPSTREAM_FAILED: WireError(500, "InternalError.Algo", "The upstream service failed the task."),
+    ErrorKind.UPSTREAM_UNAVAILABLE: WireError(
+        500, "InternalError.Upstream", "The upstream service could not be reached, please try again later."
+    ),
+    ErrorKind.UPSTREAM_TASK_LOST: WireError(
+        500, "InternalError.UpstreamTaskLost", "The upstream service no longer knows the task."
+    ),
+    ErrorKind.UPSTREAM_SUBMIT_LOST: WireError(
+        500,
+        "InternalError.UpstreamSubmitLost",
+        "The upstream's answer to the submit was lost; the task was not submitted again, to avoid a"
+        " duplicate.",
+    ),
+    ErrorKind.UPSTREAM_REFUSED: WireError(
+        500, "InternalError.UpstreamRefused", "The upstream service refused the task."
+    ),
+    ErrorKind.UPSTREAM_RESULT: WireError(
+        500, "InternalError.Download", "The upstream's video could not be downloaded."
+    ),
 }
 
 
@@ -137,6 +158,8 @@ def task_failure(task: Task) -> tuple[str, str]:
     if task.error_kind is None and task.legacy_error is not None:
         return task.legacy_error  # written in this wire's words by schema 1
     entry = ERRORS[task.error_kind or ErrorKind.INTERNAL]
+    if task.upstream_code:  # a relay's upstream failure, passed on in the upstream's own words
+        return task.upstream_code, task.error_detail or entry.message
     return entry.code, task.error_detail or entry.message
 
 
