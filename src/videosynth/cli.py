@@ -126,7 +126,12 @@ def run_worker_process(
             reports.put({"slot": slot, "pid": os.getpid(), **status})  # type: ignore[attr-defined]
 
     worker = Worker(
-        settings=settings, store=store, storage=storage, catalog=build_catalog(settings), report=report
+        settings=settings,
+        store=store,
+        storage=storage,
+        catalog=build_catalog(settings),
+        report=report,
+        environ=os.environ,  # relay engines' credentials (api_key_env), read here at the edge
     )
     try:
         worker.run(stop_event)

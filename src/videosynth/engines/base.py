@@ -9,15 +9,17 @@ shapes:
   and the exact frame count (``request.num_frames``) are the worker's, in one place, for every such engine.
   Frames are consumed on a producer thread while the previous ones are encoded, so an engine that yields
   them lazily renders and encodes at once.
-* a :class:`FileEngine` writes an MP4 itself (a relay that downloads one from an upstream service); the
-  engine process then checks it is an MP4 with the request's frame count or duration.
+* a :class:`FileEngine` writes an MP4 itself; the engine process then checks it is an MP4 with the
+  request's frame count or duration.
 
-Both report progress through one :class:`ProgressCallback`.
+Both report progress through one :class:`ProgressCallback`. A third shape, :class:`RelayEngine`, forwards
+the task to an upstream service and runs in the worker process itself (see its docstring).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import enum
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
@@ -138,5 +140,101 @@ class FileEngine(Protocol):
         ...
 
 
-Engine: TypeAlias = FrameEngine | FileEngine
-"""What the registry builds: either shape (``videosynth.engines.registry.create_engine`` checks which)."""
+Engine: TypeAlias = "FrameEngine | FileEngine | RelayEngine"
+"""What the registry builds: any shape (``videosynth.engines.registry.create_engine`` checks which)."""
+
+
+# --- relay engines ------------------------------------------------------------------------------------------
+# A relay engine does not make the video: an upstream service does, for minutes, while the relay waits. So it
+# is not run in the engine process one task at a time; the worker keeps many relayed tasks in flight at once
+# (``videosynth.worker.relay``) and calls these short, blocking steps from a few threads. The relay keeps the
+# upstream's wire to itself: what crosses this seam is the domain's words.
+
+
+@dataclass(frozen=True)
+class RelayMedia:
+    """One reference as the relay passes it on: a URL the upstream fetches itself (``url``), or the bytes we
+    hold (an inline reference, an uploaded file) in ``data``, which the relay inlines or uploads upstream."""
+
+    index: int
+    url: str | None = None
+    data: bytes | None = None
+    mime: str = "application/octet-stream"
+    filename: str = "reference"
+
+
+@dataclass(frozen=True)
+class RelayRequest:
+    model: str  # the public model name the task was submitted for
+    prompt: str
+    media: tuple[RelayMedia, ...]
+    resolution: str
+    ratio: str
+    duration: int
+    seed: int
+    watermark: bool
+
+
+class UpstreamPhase(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    UNKNOWN = "unknown"  # the upstream does not know the task (expired, another key's, lost)
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    phase: UpstreamPhase
+    #: Percent done, where the upstream says (0-100).
+    progress: int | None = None
+    #: SUCCEEDED: where the video is, and the seconds of video the upstream bills.
+    result_url: str | None = None
+    video_seconds: float | None = None
+    #: FAILED / CANCELED: the upstream's own code and message.
+    code: str | None = None
+    message: str | None = None
+
+
+@runtime_checkable
+class RelayEngine(Protocol):
+    """Forwards tasks to an upstream service. Every method is one short exchange, safe from any thread.
+
+    Transient trouble is raised, not returned: :class:`videosynth.errors.UpstreamThrottled` (slow down),
+    :class:`videosynth.errors.UpstreamUnavailable` (5xx, unreachable: try again; the worker gives up after
+    :attr:`give_up_after_s`), :class:`videosynth.errors.SubmitAnswerLost` (the submit may have reached the
+    upstream). Anything else of :class:`videosynth.errors.UpstreamError` fails the task.
+    """
+
+    name: str
+    #: How long the upstream may stay unavailable (or not know a task) before the task fails.
+    give_up_after_s: float
+
+    def submit(self, request: RelayRequest) -> str:
+        """Create the upstream task; its reference (the upstream's task id), kept private by the worker."""
+        ...
+
+    def find_submitted(self, request: RelayRequest, since_ms: int, until_ms: int) -> str | None:
+        """After a submit whose answer was lost (sent between ``since_ms`` and ``until_ms``, epoch ms): the
+        upstream task it created, or None when it certainly created none (submitting again is safe).
+        Raises :class:`videosynth.errors.UpstreamSubmitLost` when it cannot tell."""
+        ...
+
+    def status(self, reference: str) -> UpstreamStatus: ...
+
+    def cancel(self, reference: str) -> bool:
+        """Ask the upstream to cancel; whether it did (it may refuse a task already running)."""
+        ...
+
+    def download(self, status: UpstreamStatus, destination: Path, should_stop: Callable[[], bool]) -> None:
+        """Fetch a SUCCEEDED task's video into ``destination`` (raises UpstreamResultUnusable)."""
+        ...
+
+    def poll_delay(self, polls: int) -> float:
+        """Seconds to wait before the status poll that follows ``polls`` earlier ones."""
+        ...
+
+    def warm_up(self) -> None:
+        """As :meth:`FrameEngine.warm_up`."""
+        ...

@@ -1,7 +1,8 @@
 """Engine name -> engine. Heavy engines are imported here, lazily, and nowhere else.
 
-An engine is a :class:`~videosynth.engines.base.FrameEngine` or a
-:class:`~videosynth.engines.base.FileEngine`; one that is neither is refused when it is built.
+An engine is a :class:`~videosynth.engines.base.FrameEngine`, a :class:`~videosynth.engines.base.FileEngine`
+or (built-in only: ``RELAY_ENGINES``) a :class:`~videosynth.engines.base.RelayEngine`; a plug-in that is
+neither of the first two is refused when it is built.
 
 A name is a built-in engine (``ENGINES``) or ``package.module:Factory``: an engine of your own,
 importable in the worker, whose factory takes the validated options as keyword arguments and may declare
@@ -14,11 +15,18 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from videosynth.engines.base import Engine, FileEngine, FrameEngine
+from videosynth.engines.base import Engine, FileEngine, FrameEngine, RelayEngine
 from videosynth.engines.options import Option, OptionsError, validate
 from videosynth.errors import EngineError
 
-ENGINES = ("animatic", "wan-vace")
+ENGINES = ("animatic", "wan-vace", "dashscope")
+#: Engines that forward tasks to an upstream service: the worker runs them itself, many tasks at once,
+#: instead of one task at a time in its engine process.
+RELAY_ENGINES = ("dashscope",)
+
+
+def is_relay(name: str) -> bool:
+    return name in RELAY_ENGINES
 
 
 def _plugin(name: str) -> Callable[..., Engine]:
@@ -44,6 +52,10 @@ def engine_options(name: str) -> tuple[Option, ...]:
         from videosynth.engines.wan_vace.options import OPTIONS as WAN_VACE_OPTIONS
 
         return WAN_VACE_OPTIONS
+    if name == "dashscope":
+        from videosynth.engines.dashscope.options import OPTIONS as DASHSCOPE_OPTIONS
+
+        return DASHSCOPE_OPTIONS
     if is_known(name):
         return tuple(getattr(_plugin(name), "OPTIONS", ()))
     raise EngineError(f"unknown engine {name!r}; available: {', '.join(ENGINES)}, or package.module:Factory")
@@ -59,7 +71,11 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def create_engine(name: str, options: Mapping[str, Any] | None = None) -> Engine:
+def create_engine(
+    name: str, options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Engine:
+    """Build ``name`` with ``options``; ``environ`` is where an engine finds the credentials its options
+    name (a relay's ``api_key_env``), handed down from the edge, which alone reads the environment."""
     try:
         values = check_options(name, options or {})
     except OptionsError as exc:
@@ -76,6 +92,11 @@ def create_engine(name: str, options: Mapping[str, Any] | None = None) -> Engine
                 f"engine 'wan-vace' needs the [gpu] extra (pip install 'videosynth[gpu]'): {exc}"
             ) from exc
         return WanVaceEngine(**values)
+    if name == "dashscope":
+        from videosynth.engines.dashscope.engine import DashScopeRelay
+
+        relay: RelayEngine = DashScopeRelay(**values, environ=environ or {})
+        return relay
     engine = _plugin(name)(**values)
     if not isinstance(engine, (FrameEngine, FileEngine)):
         raise EngineError(

@@ -16,15 +16,24 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from videosynth import inputs, sizes, uploads
 from videosynth.catalog import Catalog, ModelSpec
-from videosynth.engines.base import GenerationRequest, ReferenceImage
-from videosynth.errors import Canceled, ErrorKind, MediaNotFound, ModelNotFound, StoreError, VideosynthError
+from videosynth.engines.base import GenerationRequest, ReferenceImage, RelayEngine
+from videosynth.engines.registry import create_engine, is_relay
+from videosynth.errors import (
+    Canceled,
+    EngineError,
+    ErrorKind,
+    MediaNotFound,
+    ModelNotFound,
+    StoreError,
+    VideosynthError,
+)
 from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
 from videosynth.maintenance import run_maintenance
 from videosynth.media.fetch import FetchPolicy, fetch_media, warm_up
@@ -33,7 +42,9 @@ from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.tasks.models import Lease, Stage, Task, TaskStatus
 from videosynth.tasks.store import TaskStore
+from videosynth.worker.common import now_ms, result_key
 from videosynth.worker.host import EngineHost, EngineSpec
+from videosynth.worker.relay import RelayPool
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +110,6 @@ class ProgressMeter:
             self._recorded, self._recorded_at = state, at
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def result_key(task: Task) -> str:
-    # One object per attempt, so a worker that lost its lease can never overwrite the recorded result.
-    return f"results/{task.task_id}-{task.attempts}.mp4"
-
-
 class StopReason(enum.Enum):
     CANCELED = "canceled"
     LEASE_LOST = "lease lost"
@@ -125,7 +127,10 @@ class Worker:
         host: EngineHost | None = None,
         catalog: Catalog | None = None,
         report: Callable[[dict[str, Any]], None] | None = None,
+        environ: Mapping[str, str] | None = None,
+        relay_capacity: int | None = None,
     ) -> None:
+        """``environ``: where relay engines find the credentials their options name (from the edge)."""
         self.settings = settings
         self.store = store
         self.storage = storage
@@ -142,13 +147,20 @@ class Worker:
         self._report = report
         #: the models whose engines loaded: all this worker claims (None until the engines reported)
         self.runnable: tuple[str, ...] | None = None
+        self._environ = environ or {}
+        self._relay_capacity = relay_capacity
+        self.relay: RelayPool | None = None
+        self._relay_states: dict[EngineSpec, tuple[str, str | None]] = {}
 
-    def _served_models(self) -> list[ModelSpec]:
+    def _served_models(self, *, relayed: bool = False) -> list[ModelSpec]:
+        """The models this worker serves: those its engine process runs, or (``relayed``) those it relays."""
         models, engines = self.settings.worker_models, self.settings.worker_engines
         return [
             m
             for m in self.catalog
-            if (models is None or m.name in models) and (engines is None or m.engine in engines)
+            if (models is None or m.name in models)
+            and (engines is None or m.engine in engines)
+            and is_relay(m.engine) == relayed
         ]
 
     def _engines_to_preload(self) -> tuple[EngineSpec, ...]:
@@ -158,10 +170,47 @@ class Worker:
     def status(self) -> dict[str, Any]:
         """This worker's engines, the models each serves here, and whether each loaded (for ``/readyz``)."""
         engines = []
-        for spec, (state, detail) in self.host.states.items():
-            served = [m.name for m in self._served_models() if EngineSpec.of(m.engine, m.options) == spec]
+        served_models = self._served_models() + self._served_models(relayed=True)
+        for spec, (state, detail) in {**self.host.states, **self._relay_states}.items():
+            served = [m.name for m in served_models if EngineSpec.of(m.engine, m.options) == spec]
             engines.append({"engine": spec.name, "models": served, "state": state, "detail": detail})
         return {"worker_id": self.worker_id, "engines": engines}
+
+    def _start_relay(self) -> None:
+        """Build the relay engines of the relayed models and start the pool that runs their tasks."""
+        built: dict[EngineSpec, RelayEngine] = {}
+        engines: dict[str, RelayEngine] = {}
+        for model in self._served_models(relayed=True):
+            spec = EngineSpec.of(model.engine, model.options)
+            if spec in self._relay_states and spec not in built:
+                continue  # failed already
+            if spec not in built:
+                try:
+                    engine = create_engine(spec.name, dict(spec.options), environ=self._environ)
+                except EngineError as exc:
+                    log.error("relay engine %s for %s did not start: %s", spec.name, model.name, exc)
+                    self._relay_states[spec] = ("failed", str(exc))
+                    continue
+                if not isinstance(engine, RelayEngine):
+                    self._relay_states[spec] = ("failed", f"{spec.name} is not a relay engine")
+                    continue
+                built[spec] = engine
+                self._relay_states[spec] = ("ready", None)
+            engines[model.name] = built[spec]
+        if not engines:
+            return
+        self.relay = RelayPool(
+            settings=self.settings,
+            store=self.store,
+            storage=self.storage,
+            worker_id=self.worker_id,
+            engines=engines,
+            record=self._record,
+            finished=self._drop_inputs_if_finished,
+            **({"capacity": self._relay_capacity} if self._relay_capacity else {}),
+        )
+        self.relay.start()
+        log.info("worker %s relays %s", self.worker_id, ", ".join(sorted(engines)))
 
     def _engines_loaded(self) -> None:
         ready = {spec for spec, (state, _) in self.host.states.items() if state == "ready"}
@@ -171,7 +220,7 @@ class Worker:
         for spec, (state, detail) in self.host.states.items():
             if state != "ready":
                 log.error("worker %s claims nothing for engine %s: %s", self.worker_id, spec.name, detail)
-        if not self.runnable:
+        if not self.runnable and self.relay is None:
             log.error("worker %s has no engine that loaded; it claims no tasks", self.worker_id)
         if self._report is not None:
             self._report(self.status())
@@ -190,14 +239,24 @@ class Worker:
         """Work until ``stop`` is set. A task in progress gets ``drain_seconds`` to finish, then is handed back."""
         self._stop = stop
         log.info("worker %s started", self.worker_id)
-        self.host.start()  # pay the engine process start-up before the first task, not during it
+        generating = bool(self._served_models())
+        if generating:
+            self.host.start()  # pay the engine process start-up before the first task, not during it
         warm_up()
         try:
+            self._start_relay()
             # Claim only once the engines have loaded, and only for those that did: a GPU engine may take
             # minutes, and an engine that cannot load must not fail every task routed to it.
-            while not stop.is_set() and not self.host.wait_loaded(0.5):
+            while generating and not stop.is_set() and not self.host.wait_loaded(0.5):
                 pass
             self._engines_loaded()
+            while not stop.is_set() and not generating:
+                # Relaying only: the pool does the work; this thread keeps the housekeeping going.
+                try:
+                    self.maintain()
+                except StoreError as exc:
+                    log.warning("store unavailable: %s", exc)
+                stop.wait(1.0)
             while not stop.is_set():
                 try:
                     if not self.run_once():
@@ -207,6 +266,8 @@ class Worker:
                     log.warning("store unavailable: %s", exc)
                     stop.wait(1.0)
         finally:
+            if self.relay is not None:
+                self.relay.stop(self.settings.drain_seconds)
             self.host.close()
             log.info("worker %s stopped", self.worker_id)
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from videosynth.engines.base import (
     Engine,
+    FileEngine,
     FrameEngine,
     Frames,
     GenerationRequest,
@@ -46,6 +47,8 @@ def make_video(
     try:
         if isinstance(engine, FrameEngine):
             return _encode(engine.frames(request, on_progress), request, output_path, on_progress)
+        if not isinstance(engine, FileEngine):
+            raise EngineError(f"engine {engine.name!r} relays to an upstream; the worker runs it, not this")
         engine.write_video(request, output_path, on_progress)
         return check_video_file(output_path, request)
     except BaseException as exc:
