@@ -170,7 +170,7 @@ def test_the_seed_request_relays_by_curl_and_a_keeps_its_own_copy(
     assert again.status_code == 200 and again.content == mp4.read_bytes()
 
 
-def test_the_sdk_relays_v1_and_uploads_local_files_through_a(
+def test_the_sdk_relays_v1_and_v2_and_uploads_local_files_through_a(
     pair: Pair, refs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dashscope, "base_http_api_url", pair.a.live().api)
@@ -188,6 +188,19 @@ def test_the_sdk_relays_v1_and_uploads_local_files_through_a(
     result = VideoSynthesis.wait(rsp, api_key=pair.a.key)
     assert result.output.task_status == "SUCCEEDED", (result, pair.logs())
     assert result.output.video_url.startswith(pair.a.base_url) and result.usage.duration == 5
+
+    # The v2 style too.
+    client = dashscope.Client(api_key=pair.a.key, base_url=pair.a.live().api)
+    job = client.videos.jobs.create(
+        model="happyhorse-1.1-r2v",
+        prompt="[Image 1] close-up.",
+        media=[{"type": "reference_image", "url": refs[0]}],
+        resolution="480P",
+        duration=3,
+    )
+    done = client.videos.jobs.wait(job, poll_interval=0.2, max_interval=0.5, timeout=120)
+    assert done.status == "SUCCEEDED", (done, pair.logs())
+    assert done.video_url and done.video_url.startswith(pair.a.base_url)
 
     # Local files: the SDK uploads them to A (oss://); A sends them on inline (data:) or, for relay-upload,
     # through B's own upload flow.
