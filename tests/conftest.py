@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import socket
 import threading
 import time
@@ -29,6 +30,18 @@ from videosynth.worker.loop import Worker
 
 SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
 
+# The per-client limits (5 submits/s, 20 queries/s, 500 queued) would throttle tests that drive a server as
+# fast as it goes. Off here and in every server the tests start (they inherit the environment); the limit
+# tests switch them on for their own keys and servers.
+LIMITS_OFF = {
+    "VIDEOSYNTH_SUBMIT_RPS": "0",
+    "VIDEOSYNTH_QUERY_RPS": "0",
+    "VIDEOSYNTH_MAX_QUEUED": "0",
+    "VIDEOSYNTH_MAX_STORED_MB": "0",
+}
+for _name, _value in LIMITS_OFF.items():
+    os.environ.setdefault(_name, _value)
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
@@ -39,6 +52,7 @@ def settings(tmp_path: Path) -> Settings:
             "VIDEOSYNTH_WORK_DIR": str(tmp_path / "work"),
             # Tests fetch reference images only from servers they start on loopback.
             "VIDEOSYNTH_MEDIA_ALLOW_PRIVATE": "1",
+            **LIMITS_OFF,
         }
     )
 
@@ -217,3 +231,115 @@ def s3_server() -> Iterator[SeaweedS3]:
     server.start()
     yield server
     server.stop()
+
+
+# === Suite-wide secret check ==============================================================================
+# No secret may appear in any log the suite produces. Collected during the session:
+# - every log record of this process, written through the servers' own JSON formatter (which redacts: this
+#   checks that its redaction is complete) to <session temp dir>/suite-logs/in-process.log;
+# - the output of every server the tests start as a subprocess: the helpers write it to *.log files under
+#   their test's tmp_path, which lies in the same session temp dir (tests/relay_env.py, test_scale.py,
+#   test_faults.py, test_cli.py, ...); a new helper must do the same for its output to be checked;
+# - the API keys minted in this process (videosynth.apikeys.new_api_key is wrapped to remember them).
+# At the end of the session every *.log file there is searched for a minted key or any other full key, a
+# "Bearer <token>", a URL signature's value, or a data: URL's base64 payload; one found fails the session and
+# its lines are printed. The one line allowed to show a key is the banner `videosynth serve` prints on stdout
+# for the operator ("  API key: sk-..."), which is not a log record.
+
+_MINTED_KEYS: set[str] = set()
+_SUITE_LOGS: list[Path] = []  # the session temp dir, once a test has run
+
+
+def _remember_minted_keys() -> None:
+    import videosynth.apikeys
+
+    original = videosynth.apikeys.new_api_key
+
+    def new_api_key_remembered() -> str:
+        key = original()
+        _MINTED_KEYS.add(key)
+        return key
+
+    videosynth.apikeys.new_api_key = new_api_key_remembered  # the modules imported from now on
+    globals()["new_api_key"] = new_api_key_remembered  # make_key above
+
+
+_remember_minted_keys()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _suite_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    import logging
+
+    from videosynth.observability.logs import JsonFormatter
+
+    base = tmp_path_factory.getbasetemp()
+    (base / "suite-logs").mkdir(exist_ok=True)
+    handler = logging.FileHandler(base / "suite-logs" / "in-process.log", encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
+    _SUITE_LOGS.append(base)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(level)
+    handler.close()
+
+
+_SECRET_PATTERNS = (
+    ("an API key", r"\bsk-[0-9a-f]{48}\b"),
+    ("a bearer token", r"(?i)\bbearer\s+(?!\*\*\*)[A-Za-z0-9._~+/=-]{8,}"),
+    ("a URL signature", r"(?i)\b(?:x-amz-signature|signature)=(?!\*\*\*)[^&\s\"'#<>]+"),
+    ("a data: URL payload", r";base64,[A-Za-z0-9+/=]{40,}"),
+)
+_BANNER_KEY = r"^\s*API key: sk-[0-9a-f]{48}\s*$"
+
+
+def find_secrets(
+    lines: Iterator[str] | list[str], minted: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """What in ``lines`` is a secret: ``"<what>: <line>"`` for each line that shows one."""
+    import re
+
+    patterns = [(what, re.compile(pattern)) for what, pattern in _SECRET_PATTERNS]
+    banner = re.compile(_BANNER_KEY)
+    found = []
+    for line in lines:
+        if banner.match(line):
+            continue
+        for what, pattern in patterns:
+            match = pattern.search(line)
+            if match:
+                if what == "an API key" and match.group(0) in minted:
+                    what = "an API key minted by the suite"
+                found.append(f"{what}: {line.strip()[:300]}")
+                break
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _SUITE_LOGS:
+        return
+    found = []
+    for path in sorted(_SUITE_LOGS[0].rglob("*.log")):
+        with path.open(encoding="utf-8", errors="replace") as f:
+            found += [f"{path}: {hit}" for hit in find_secrets(f, frozenset(_MINTED_KEYS))]
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"SECRETS IN LOGS: {len(found)} line(s) show a secret (see tests/conftest.py)"]
+        lines += ["  " + hit for hit in found[:50]]
+        if reporter is not None:
+            reporter.write_line("")  # ends the progress line
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line, red=True)
+            else:
+                print(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# === End of the suite-wide secret check ===================================================================

@@ -68,12 +68,14 @@ def served(tmp_path: Path) -> Iterator[Served]:
         "VIDEOSYNTH_API_KEYS": key,
         "TMPDIR": str(tmpdir),  # where a spooled upload would land
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "videosynth", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # Its log goes to a file, for the suite's secret check (conftest.py); stdout has only the banner.
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "videosynth", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

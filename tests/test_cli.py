@@ -47,6 +47,28 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert run_cli(["db", "upgrade"], env).returncode == 0
 
 
+def test_keys_carry_limits_and_list_shows_the_effective_ones(tmp_path: Path) -> None:
+    # The server's defaults as an operator sets them (the tests' environment switches them off).
+    env = cli_env(tmp_path, VIDEOSYNTH_SUBMIT_RPS="5", VIDEOSYNTH_QUERY_RPS="20", VIDEOSYNTH_MAX_QUEUED="500",
+                  VIDEOSYNTH_MAX_STORED_MB="2048")  # fmt: skip
+    created = run_cli(["keys", "create", "--name", "batch", "--rps", "2", "--max-queued", "0"], env)
+    assert created.returncode == 0, created.stderr
+    line = run_cli(["keys", "list"], env).stdout
+    assert "submit_rps=2(key)" in line and "max_queued=off(key)" in line
+    assert "query_rps=20(default)" in line and "max_stored_mb=2048(default)" in line
+    key_id = line.split()[0]
+    updated = run_cli(["keys", "update", key_id, "--account", "--query-rps", "50", "--rps", "9"], env)
+    assert updated.returncode == 0, updated.stderr
+    assert run_cli(["keys", "update", key_id, "--rps", "inherit"], env).returncode == 0
+    line = run_cli(["keys", "list"], env).stdout
+    assert "submit_rps=9(account)" in line and "query_rps=50(account)" in line
+    # The server's own flags are not the key's: --query-rps above set the account, not the server.
+    assert run_cli(["keys", "update", key_id], env).returncode == 2
+    assert run_cli(["keys", "update", "sk-nobody", "--rps", "1"], env).returncode == 1
+    bad = run_cli(["keys", "create", "--name", "x", "--rps", "-1"], env)
+    assert bad.returncode == 2 and "0 switches it off" in bad.stderr
+
+
 def test_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli(["keys", "list"], cli_env(tmp_path, VIDEOSYNTH_TIMEZONE="Mars/Olympus"))
     assert result.returncode == 1
@@ -57,13 +79,15 @@ def _serve(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[str], str, li
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "videosynth", "serve", "--port", str(port), "--log-level", "warning"],
-        env=cli_env(tmp_path, **extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # The banner (stdout) is read here; the log (stderr) goes to a file, for the suite's secret check.
+    with open(tmp_path / "serve.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "videosynth", "serve", "--port", str(port), "--log-level", "warning"],
+            env=cli_env(tmp_path, **extra),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
     lines: list[str] = []
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
@@ -80,7 +104,7 @@ def _serve(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen[str], str, li
         except requests.ConnectionError:
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError("".join(lines))
+    raise AssertionError("".join(lines) + (tmp_path / "serve.log").read_text(errors="replace"))
 
 
 def test_serve_prints_url_and_a_working_key(tmp_path: Path) -> None:

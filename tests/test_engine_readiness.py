@@ -99,10 +99,12 @@ def test_readyz_reports_each_workers_engines(tmp_path: Path, models: str, status
         "VIDEOSYNTH_MODELS_FILE": str(tmp_path / "models.toml"),
         "VIDEOSYNTH_WORKERS": "1",
     }
-    serve = subprocess.Popen(
-        [str(Path(sys.executable).parent / "videosynth"), "serve", "--port", str(port), "--log-level", "warning"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    # Its log goes to a file, for the suite's secret check (conftest.py); stdout has only the banner.
+    with open(tmp_path / "serve.log", "wb") as log:
+        serve = subprocess.Popen(
+            [str(Path(sys.executable).parent / "videosynth"), "serve", "--port", str(port), "--log-level", "warning"],
+            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 90
         body: dict = {}

@@ -62,6 +62,8 @@ def test_import_layers_hold() -> None:
         ),
         ("media/opencv.py", "import torch", "torch and diffusers only inside"),
         ("worker/host.py", "import diffusers", "torch and diffusers only inside"),
+        ("observability/metrics.py", "import videosynth.api.app", "The domain never imports the API"),
+        ("observability/logs.py", "from videosynth.tasks import models", "Observability depends on no other"),
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:

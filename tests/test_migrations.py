@@ -82,8 +82,8 @@ def test_schema_1_tasks_read_correctly_after_the_migration(schema_1_store: SqlTa
     _insert_schema_1_task(store, "lost", "FAILED", error_code="InternalError", error_message="worker lost")
     _insert_schema_1_task(store, "waiting", "PENDING", end_time_ms=None)
 
-    assert store.migrate() == 5
-    assert store.migrate() == 5  # idempotent
+    assert store.migrate() == 6
+    assert store.migrate() == 6  # idempotent
 
     tz = ZoneInfo("UTC")
     failed = store.get("failed")

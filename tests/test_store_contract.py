@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from videosynth.errors import ErrorKind
+from videosynth.errors import ErrorKind, IdempotencyConflict, QueueFull
 from videosynth.tasks.models import (
     CancelOutcome,
     GenerationParams,
     Lease,
+    Limits,
     NewTask,
+    QueueCap,
     Stage,
+    StoredInput,
     Task,
     TaskFilter,
     TaskStatus,
@@ -533,3 +536,187 @@ def test_engine_state_is_saved_by_the_holder_only_and_survives_a_requeue(store: 
     )
     assert done.engine_state == "second"
     assert not store.save_engine_state(nt.task_id, "w2", "after the end")  # only while RUNNING
+
+
+# --- limits and idempotent submits (schema 6) -------------------------------------------------------------
+DAY_MS = 24 * 3600 * 1000
+
+
+def test_an_idempotency_key_names_one_task(store: TaskStore) -> None:
+    first = new_task(1000)
+    assert store.create_idempotent(first, "key:k1", "fp-a", 1000) == (first.task_id, True)
+    again = new_task(2000)
+    # The same key and request: the first task, and no second one.
+    assert store.create_idempotent(again, "key:k1", "fp-a", 2000) == (first.task_id, False)
+    assert store.get(again.task_id) is None
+    assert store.find_idempotent("acct-1", "key:k1", 2000) == ("fp-a", first.task_id)
+    # The same key with another request: refused, nothing created.
+    with pytest.raises(IdempotencyConflict):
+        store.create_idempotent(new_task(3000), "key:k1", "fp-b", 3000)
+    # Another account's key of the same name is its own.
+    other = new_task(3000, account="acct-2")
+    assert store.create_idempotent(other, "key:k1", "fp-b", 3000) == (other.task_id, True)
+    total, _ = store.list("acct-1", TaskFilter(), 0, 10)
+    assert total == 1
+
+
+def test_an_idempotency_key_expires_after_a_day(store: TaskStore) -> None:
+    first = new_task(1000)
+    store.create_idempotent(first, "key:k", "fp", 1000)
+    assert store.find_idempotent("acct-1", "key:k", 1000 + DAY_MS + 1) is None
+    assert store.find_idempotent("acct-1", "key:k", 5000, max_age_ms=1000) is None
+    later = new_task(1000 + DAY_MS + 1)
+    # Expired: the key is free again, even for another request.
+    assert store.create_idempotent(later, "key:k", "fp-other", 1000 + DAY_MS + 1) == (later.task_id, True)
+
+
+def test_remembered_and_forgotten_idempotency_keys(store: TaskStore) -> None:
+    store.remember_idempotent("acct-1", "retry:s:fp", "fp", "task-1", 1000)
+    store.remember_idempotent("acct-1", "retry:s:fp", "fp", "task-2", 2000)
+    assert store.find_idempotent("acct-1", "retry:s:fp", 2000) == ("fp", "task-2")
+    store.forget_idempotent("acct-1", "retry:s:fp")
+    assert store.find_idempotent("acct-1", "retry:s:fp", 2000) is None
+
+
+def test_concurrent_submits_with_one_key_create_one_task(store_factory: Callable[[], TaskStore]) -> None:
+    results: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(6)
+
+    def submit() -> None:
+        s = store_factory()
+        task = new_task(1000)
+        barrier.wait()
+        results.append(s.create_idempotent(task, "key:race", "fp", 1000))
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 6
+    assert len({task_id for task_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    total, _ = store_factory().list("acct-1", TaskFilter(), 0, 10)
+    assert total == 1
+
+
+def test_queue_caps_count_pending_tasks_of_the_account_or_key(store: TaskStore) -> None:
+    cap = QueueCap(3)
+    tasks = [new_task(i) for i in range(3)]
+    store.create_many(tasks, {t.task_id: cap for t in tasks})
+    fourth = new_task(10)
+    with pytest.raises(QueueFull):
+        store.create_many([fourth], {fourth.task_id: cap})
+    assert store.get(fourth.task_id) is None
+    # A batch over the cap is refused whole; without a cap, or for another account, tasks still go in.
+    store.create(new_task(11))
+    # A running task no longer waits: room for one more.
+    claimed = store.claim("w", 20, LEASE)
+    assert claimed is not None
+    fifth = new_task(30)
+    with pytest.raises(QueueFull):  # 3 + the uncapped one still wait
+        store.create_many([fifth], {fifth.task_id: cap})
+    assert store.claim("w", 40, LEASE) is not None
+    store.create_many([fifth], {fifth.task_id: cap})
+    other = new_task(60, account="acct-2")
+    store.create_many([other], {other.task_id: cap})
+    # A key's own cap counts that key's tasks alone.
+    keyed = new_task(50)
+    with pytest.raises(QueueFull):
+        store.create_many([keyed], {keyed.task_id: QueueCap(2, per_key=True)})
+    with pytest.raises(QueueFull):
+        store.create_idempotent(keyed, "key:q", "fp", 50, QueueCap(2))
+    assert store.find_idempotent("acct-1", "key:q", 50) is None  # refused: the key names nothing
+
+
+def test_queue_caps_hold_under_concurrent_submits(store_factory: Callable[[], TaskStore]) -> None:
+    created: list[str] = []
+    refused: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def submit() -> None:
+        s = store_factory()
+        barrier.wait()
+        for i in range(10):
+            task = new_task(i)
+            try:
+                s.create_many([task], {task.task_id: QueueCap(15)})
+                created.append(task.task_id)
+            except QueueFull:
+                refused.append(task.task_id)
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(created) == 15 and len(refused) == 25
+
+
+def test_rate_windows_are_shared_and_start_again_each_second(store_factory: Callable[[], TaskStore]) -> None:
+    a, b = store_factory(), store_factory()
+    assert a.take_rate("submit_rps:account:x", 100, 2, 5) == 2
+    assert b.take_rate("submit_rps:account:x", 100, 2, 5) == 2
+    assert a.take_rate("submit_rps:account:x", 100, 2, 5) == 1  # only one left in this window
+    assert b.take_rate("submit_rps:account:x", 100, 1, 5) == 0
+    assert a.take_rate("submit_rps:account:y", 100, 1, 5) == 1  # scopes are independent
+    assert b.take_rate("submit_rps:account:x", 101, 1, 5) == 1  # a new window
+    assert a.take_rate("submit_rps:account:x", 100, 1, 5) == 1  # a lagging clock counts in the newer window
+    assert a.take_rate("submit_rps:account:x", 101, 3, 5) == 3
+    assert a.take_rate("submit_rps:account:x", 101, 1, 5) == 0
+
+
+def test_rate_takes_never_exceed_the_limit_under_concurrency(store_factory: Callable[[], TaskStore]) -> None:
+    granted: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def take() -> None:
+        s = store_factory()
+        barrier.wait()
+        for _ in range(20):
+            granted.append(s.take_rate("query_rps:account:z", 7, 3, 50))
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sum(granted) == 50
+
+
+def test_limits_on_keys_and_accounts(store: TaskStore) -> None:
+    key = store.create_key("carol", "hash-c", "sk-ccccccc", 1, Limits(submit_rps=2))
+    assert key.limits == Limits(submit_rps=2)
+    found = store.find_key("hash-c")
+    assert found is not None and found.limits == Limits(submit_rps=2) and found.account_limits == Limits()
+    assert store.update_limits("sk-ccccccc", {"max_queued": 7, "submit_rps": None})
+    assert store.update_limits(key.key_id, {"query_rps": 0, "max_stored_mb": 10}, on_account=True)
+    found = store.find_key("hash-c")
+    assert found is not None
+    assert found.limits == Limits(max_queued=7)
+    assert found.account_limits == Limits(query_rps=0, max_stored_mb=10)
+    assert [k.account_limits for k in store.list_keys()] == [Limits(query_rps=0, max_stored_mb=10)]
+    assert not store.update_limits("sk-nobody", {"max_queued": 1})
+    with pytest.raises(ValueError):
+        store.update_limits(key.key_id, {"not_a_limit": 1})
+
+
+def test_stored_bytes_count_uploads_until_they_expire_and_references_while_their_task_waits(
+    store: TaskStore,
+) -> None:
+    task = new_task(1000)
+    store.create(task)
+    store.record_stored(
+        [
+            StoredInput("uploads/a", "acct-1", None, None, 100, 5000),
+            StoredInput(f"inputs/{task.task_id}/1", "acct-1", "key-1", task.task_id, 20, 10_000),
+            StoredInput("inputs/never-created/1", "acct-1", "key-1", "never-created", 7, 10_000),
+            StoredInput("uploads/b", "acct-2", None, None, 1, 5000),
+        ]
+    )
+    assert store.stored_bytes("acct-1", 2000) == 120  # a submit that created no task counts nothing
+    claimed = store.claim("w", 2000, LEASE)
+    assert claimed is not None and store.stored_bytes("acct-1", 2000) == 120  # RUNNING: still needed
+    assert store.succeed(task.task_id, "w", 3000, "results/x.mp4", 5000)
+    assert store.stored_bytes("acct-1", 3000) == 100
+    assert store.stored_bytes("acct-1", 6000) == 0 and store.stored_bytes("acct-2", 4000) == 1

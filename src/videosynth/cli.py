@@ -2,7 +2,7 @@
 
 videosynth serve            API (+ embedded workers) on the embedded default
 videosynth worker           a standalone worker
-videosynth keys create|list|revoke
+videosynth keys create|list|update|revoke
 videosynth db upgrade
 videosynth env              versions, for bug reports
 """
@@ -23,17 +23,26 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from videosynth import __version__
+from videosynth.api.limits import EffectiveLimits
 from videosynth.apikeys import display_prefix, hash_key, new_api_key
+from videosynth.observability import metrics
+from videosynth.observability.logs import configure_logging, resolve_format
 from videosynth.settings import Settings
+from videosynth.tasks.models import INHERIT_ALL, ApiKey, Limits
 from videosynth.tasks.store import TaskStore
 
 log = logging.getLogger("videosynth")
 
 BOOTSTRAP_KEY_FILE = "bootstrap-api-key.txt"
+# An embedded worker sends its metric counts to serve this often (when they changed); a scrape sees counts at
+# most this old.
+METRICS_REPORT_EVERY_S = 1.0
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+def _add_settings_flags(parser: argparse.ArgumentParser, *, server_limits: bool = True) -> None:
     for name, var, help_text in Settings.ENV:
+        if not server_limits and name in Limits.FIELDS:
+            continue  # the keys commands' own --query-rps etc. set a key's limits, not the server's
         parser.add_argument(
             f"--{name.replace('_', '-')}", dest=name, default=None, help=f"{help_text} (env: {var})"
         )
@@ -44,10 +53,63 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_environ(os.environ, **overrides)
 
 
-def create_key(store: TaskStore, name: str) -> str:
+def create_key(store: TaskStore, name: str, limits: Limits = INHERIT_ALL) -> str:
     key = new_api_key()
-    store.create_key(name, hash_key(key), display_prefix(key), int(time.time() * 1000))
+    store.create_key(name, hash_key(key), display_prefix(key), int(time.time() * 1000), limits)
     return key
+
+
+# (flag, Limits field, help)
+LIMIT_FLAGS = (
+    ("--rps", "submit_rps", "submits per second"),
+    ("--query-rps", "query_rps", "task queries per second"),
+    ("--max-queued", "max_queued", "PENDING tasks at once"),
+    ("--max-stored-mb", "max_stored_mb", "MB of uploads and data: references kept"),
+)
+
+
+def _limit_value(text: str) -> int | None:
+    if text.strip().lower() == "inherit":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a limit: {text!r} (a number, 0 for none, or inherit)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a limit is >= 0 (0 switches it off)")
+    return value
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, field, text in LIMIT_FLAGS:
+        parser.add_argument(
+            flag,
+            dest=f"key_{field}",
+            type=_limit_value,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=f"{text} (0 = no limit, inherit = the account's or the server's)",
+        )
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, int | None]:
+    return {
+        field: getattr(args, f"key_{field}") for _, field, _ in LIMIT_FLAGS if hasattr(args, f"key_{field}")
+    }
+
+
+def _describe_limits(key: ApiKey, settings: Settings) -> str:
+    effective = EffectiveLimits.of(key, settings).describe()
+    shown = []
+    for _, field, _ in LIMIT_FLAGS:
+        value = effective[field]
+        origin = "key" if getattr(key.limits, field) is not None else "account"
+        if getattr(key.limits, field) is None and getattr(key.account_limits, field) is None:
+            origin = "default"
+        shown.append(f"{field}={value or 'off'}({origin})")
+    return " ".join(shown)
 
 
 def _open_store(settings: Settings) -> TaskStore:
@@ -94,7 +156,9 @@ def run_worker_process(
     from videosynth.wiring import build_catalog, build_storage, build_store
     from videosynth.worker.loop import Worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings.replace(log_format=resolve_format(settings.log_format, sys.stderr))
+    assert settings.log_format is not None
+    configure_logging(settings.log_format, logging.INFO)
     stop_event = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -133,9 +197,28 @@ def run_worker_process(
         report=report,
         environ=os.environ,  # relay engines' credentials (api_key_env), read here at the edge
     )
+    # serve cannot read this process's metrics: they go up with the reports (videosynth.observability.metrics).
+    stopped = threading.Event()
+    sender: threading.Thread | None = None
+    if reports is not None:
+
+        def send_metrics() -> None:
+            last: metrics.Snapshot | None = None
+            while not stopped.wait(METRICS_REPORT_EVERY_S):
+                counts = metrics.snapshot()
+                if counts != last:
+                    report({"metrics": counts})
+                    last = counts
+
+        sender = threading.Thread(target=send_metrics, name="metrics-reports", daemon=True)
+        sender.start()
     try:
         worker.run(stop_event)
     finally:
+        stopped.set()
+        if sender is not None:
+            sender.join(5)
+            report({"metrics": metrics.snapshot()})  # what the drain counted, too
         store.close()
 
 
@@ -152,6 +235,7 @@ class WorkerPool:
         # Each worker reports its engines once they have loaded (or failed to); /readyz shows the latest.
         self._reports = self._ctx.Queue()
         self._status: dict[int, dict[str, Any]] = {}
+        self._metrics = metrics.SnapshotBoard()
 
     def _spawn(self, slot: int) -> multiprocessing.process.BaseProcess:
         self._status[slot] = {"slot": slot, "engines": [], "state": "starting"}
@@ -176,7 +260,14 @@ class WorkerPool:
                 continue
             except (EOFError, OSError):
                 return
+            if "metrics" in report:
+                self._metrics.update(int(report["slot"]), int(report["pid"]), report["metrics"])
+                continue
             self._status[int(report["slot"])] = {**report, "state": "running"}
+
+    def metric_snapshots(self) -> list[metrics.Snapshot]:
+        """The embedded workers' latest metric counts (those of restarted ones included), for /metrics."""
+        return self._metrics.snapshots()
 
     def readiness(self) -> list[dict[str, Any]]:
         """Each embedded worker: starting, or running with its engines and their states."""
@@ -187,6 +278,7 @@ class WorkerPool:
             for i, proc in enumerate(self._procs):
                 if not proc.is_alive() and not self._closing.is_set():
                     log.warning("worker process %s exited with %s; restarting", proc.pid, proc.exitcode)
+                    metrics.WORKER_RESTARTS.inc()
                     self._procs[i] = self._spawn(i)
 
     def stop(self, grace_s: float = 30.0) -> None:
@@ -215,12 +307,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
+    from uvicorn.config import LOG_LEVELS
+
     from videosynth.api.app import create_app
     from videosynth.api.server import uvicorn_config
     from videosynth.maintenance import start_maintenance_thread
     from videosynth.wiring import build_catalog, build_storage
 
     settings = _settings(args)
+    # Decided once, here: the embedded workers log in the API's format, whatever their own stderr is.
+    settings = settings.replace(log_format=resolve_format(settings.log_format, sys.stderr))
+    assert settings.log_format is not None
+    configure_logging(settings.log_format, LOG_LEVELS.get(str(args.log_level).lower(), logging.INFO))
     catalog = build_catalog(settings)  # a bad models file stops us before anything starts
     if args.public_url is None and "VIDEOSYNTH_PUBLIC_URL" not in os.environ:
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
@@ -229,7 +327,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     key = _bootstrap_keys(settings, store)
     storage = build_storage(settings, store)
     pool = WorkerPool(settings, settings.workers)
-    app = create_app(settings=settings, store=store, storage=storage, catalog=catalog, workers=pool.readiness)
+    app = create_app(
+        settings=settings,
+        store=store,
+        storage=storage,
+        catalog=catalog,
+        workers=pool.readiness,
+        worker_metrics=[pool.metric_snapshots],
+    )
     pool.start()
     stop_maintenance = threading.Event()
     start_maintenance_thread(settings, store, storage, stop_maintenance)
@@ -276,11 +381,26 @@ def cmd_keys(args: argparse.Namespace) -> int:
     store = _open_store(settings)
     try:
         if args.keys_command == "create":
-            print(create_key(store, args.name))
+            print(create_key(store, args.name, Limits(**_limit_changes(args))))
         elif args.keys_command == "list":
             for k in store.list_keys():
                 state = "revoked" if k.revoked_ms else "active"
-                print(f"{k.key_id}  {k.prefix}…  {k.name}  account={k.account_id}  {state}")
+                print(
+                    f"{k.key_id}  {k.prefix}…  {k.name}  account={k.account_id}  {state}"
+                    f"  {_describe_limits(k, settings)}"
+                )
+        elif args.keys_command == "update":
+            changes = _limit_changes(args)
+            if not changes:
+                print(
+                    "nothing to change: give --rps, --query-rps, --max-queued or --max-stored-mb",
+                    file=sys.stderr,
+                )
+                return 2
+            if not store.update_limits(args.key, changes, on_account=args.account):
+                print(f"no key {args.key!r}", file=sys.stderr)
+                return 1
+            print("updated " + ("account" if args.account else "key"))
         elif args.keys_command == "revoke":
             if not store.revoke_key(args.key, int(time.time() * 1000)):
                 print(f"no active key {args.key!r}", file=sys.stderr)
@@ -362,7 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key in a new account and print it once")
     create.add_argument("--name", required=True)
-    _add_settings_flags(create)
+    _add_limit_flags(create)
+    _add_settings_flags(create, server_limits=False)
+    update = keys_sub.add_parser(
+        "update", help="change a key's limits, or with --account those of its account (its other keys too)"
+    )
+    update.add_argument("key", help="key id or prefix")
+    update.add_argument("--account", action="store_true", help="set the limits of the key's account")
+    _add_limit_flags(update)
+    _add_settings_flags(update, server_limits=False)
     listing = keys_sub.add_parser("list", help="list keys (never their secret)")
     _add_settings_flags(listing)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")

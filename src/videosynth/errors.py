@@ -13,7 +13,12 @@ turned into HTTP errors.
     │   ├── ModelNotFound            unknown model name
     │   ├── UnsupportedMediaUrl      a media URL scheme we do not fetch
     │   ├── NotCancelable            cancel of a finished, unknown or foreign task
-    │   └── PayloadTooLarge          a body or reference over its size cap
+    │   ├── PayloadTooLarge          a body or reference over its size cap
+    │   ├── IdempotencyConflict      an idempotency key reused for another request
+    │   └── QuotaExceeded            a client's limit reached; try again later
+    │       ├── RateLimited          too many requests per second
+    │       ├── QueueFull            too many tasks waiting
+    │       └── StorageQuotaExceeded too many bytes of references kept
     ├── MediaError                   a reference image is unusable (task FAILED)
     │   ├── MediaDownloadFailed      the download failed
     │   │   ├── MediaConnectionRefused
@@ -57,6 +62,10 @@ class ErrorKind(enum.StrEnum):
     UNSUPPORTED_MEDIA_URL = "unsupported_media_url"
     NOT_CANCELABLE = "not_cancelable"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    RATE_LIMITED = "rate_limited"
+    QUEUE_FULL = "queue_full"
+    STORAGE_QUOTA = "storage_quota"
     MEDIA_UNUSABLE = "media_unusable"
     MEDIA_DOWNLOAD_FAILED = "media_download_failed"
     MEDIA_CONNECTION_REFUSED = "media_connection_refused"
@@ -150,6 +159,41 @@ class PayloadTooLarge(RequestError):
     """The request body or one of its references is over its size cap."""
 
     kind = ErrorKind.PAYLOAD_TOO_LARGE
+
+
+class IdempotencyConflict(RequestError):
+    """An idempotency key already used, within its lifetime, for a different request."""
+
+    kind = ErrorKind.IDEMPOTENCY_CONFLICT
+
+
+class QuotaExceeded(RequestError):
+    """A limit of the client's account or key is reached; the same request may succeed later."""
+
+    kind = ErrorKind.RATE_LIMITED
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        #: When trying again may succeed, in whole seconds.
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class RateLimited(QuotaExceeded):
+    """Too many requests in the last second."""
+
+    kind = ErrorKind.RATE_LIMITED
+
+
+class QueueFull(QuotaExceeded):
+    """Too many tasks of this client are waiting to run."""
+
+    kind = ErrorKind.QUEUE_FULL
+
+
+class StorageQuotaExceeded(QuotaExceeded):
+    """The client's uploads and inline references kept here are over its quota."""
+
+    kind = ErrorKind.STORAGE_QUOTA
 
 
 class MediaError(VideosynthError):
@@ -318,7 +362,8 @@ class StorageUnavailable(VideosynthError):
 _BY_KIND: dict[ErrorKind, type[VideosynthError]] = {}
 for _cls in (
     VideosynthError, InvalidRequest, MissingApiKey, UnknownApiKey, ModelNotFound, UnsupportedMediaUrl,
-    NotCancelable, PayloadTooLarge, MediaError, MediaDownloadFailed, MediaConnectionRefused, MediaTimeout,
+    NotCancelable, PayloadTooLarge, IdempotencyConflict, RateLimited, QueueFull, StorageQuotaExceeded,
+    QuotaExceeded, MediaError, MediaDownloadFailed, MediaConnectionRefused, MediaTimeout,
     ForbiddenAddress, MediaNotFound, InvalidImageFormat, InvalidImageSize, InvalidImageResolution,
     EngineError, EngineCrashed, EngineOutputInvalid, EngineOutOfMemory, UpstreamFailed, UpstreamUnavailable,
     UpstreamTaskLost, UpstreamSubmitLost, UpstreamRefused, UpstreamResultUnusable, TaskTimeout, Canceled,

@@ -37,6 +37,12 @@ def is_inline(url: str) -> bool:
     return url[:5].lower() == "data:"
 
 
+def inline_size(url: str) -> int:
+    """About how many bytes a ``data:`` URL decodes to (base64: 3 bytes per 4 characters)."""
+    header, _, payload = url.partition(",")
+    return len(payload) * 3 // 4 if header.lower().endswith(";base64") else len(payload)
+
+
 def keys_of(task_id: str, media_urls: Iterable[str]) -> list[str]:
     """The storage keys of the inputs a task's media URLs name."""
     keys = []

@@ -32,6 +32,11 @@ class Settings:
     task_timeout_seconds: float = 3 * 3600
     retention_seconds: float = 24 * 3600
     max_running_per_account: int = 5
+    # Per-client limits, the defaults of every account (keys and accounts may override them); 0 = off.
+    submit_rps: int = 5
+    query_rps: int = 20
+    max_queued: int = 500
+    max_stored_mb: int = 2048
     drain_seconds: float = 30.0
     engine_stop_seconds: float = 10.0
     model_routes: str = ""
@@ -42,6 +47,8 @@ class Settings:
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_region: str | None = None
+    metrics_token: str | None = None
+    log_format: str | None = None  # json or text; None: text on a terminal, else json (decided at the edge)
 
     @property
     def url_ttl_seconds(self) -> int:
@@ -86,6 +93,14 @@ class Settings:
             "VIDEOSYNTH_MAX_RUNNING_PER_ACCOUNT",
             "running tasks per account (fair share)",
         ),
+        ("submit_rps", "VIDEOSYNTH_SUBMIT_RPS", "submits per second per account (0 = no limit)"),
+        ("query_rps", "VIDEOSYNTH_QUERY_RPS", "task queries per second per account (0 = no limit)"),
+        ("max_queued", "VIDEOSYNTH_MAX_QUEUED", "PENDING tasks per account (0 = no limit)"),
+        (
+            "max_stored_mb",
+            "VIDEOSYNTH_MAX_STORED_MB",
+            "MB of uploads and data: references kept per account (0 = no limit)",
+        ),
         (
             "drain_seconds",
             "VIDEOSYNTH_DRAIN_SECONDS",
@@ -97,6 +112,16 @@ class Settings:
             "seconds an engine has to honour a cancel or drain before its process is killed and replaced",
         ),
         ("poll_interval", "VIDEOSYNTH_POLL_INTERVAL", "seconds between queue polls of an idle worker"),
+        (
+            "metrics_token",
+            "VIDEOSYNTH_METRICS_TOKEN",
+            "bearer token GET /metrics requires (default: none, /metrics is open)",
+        ),
+        (
+            "log_format",
+            "VIDEOSYNTH_LOG_FORMAT",
+            "log lines as json or text (default: text when stderr is a terminal, else json)",
+        ),
     )
     # Standard AWS variables for S3-compatible storage.
     AWS_ENV: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -180,6 +205,11 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
             out[name] = int(str(out[name]))
             if int(str(out[name])) < 1:
                 raise ValueError(f"{name} must be >= 1")
+    for name in ("submit_rps", "query_rps", "max_queued", "max_stored_mb"):
+        if name in out:
+            out[name] = int(str(out[name]))
+            if int(str(out[name])) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 switches it off)")
     for name in ("worker_models", "worker_engines"):
         if isinstance(out.get(name), str):
             out[name] = tuple(x.strip() for x in str(out[name]).split(",") if x.strip()) or None
@@ -187,6 +217,10 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
         out["work_dir"] = Path(str(out["work_dir"]))
     if out.get("models_file") is not None:
         out["models_file"] = Path(str(out["models_file"]))
+    if out.get("log_format") is not None:
+        out["log_format"] = str(out["log_format"]).strip().lower()
+        if out["log_format"] not in ("json", "text"):
+            raise ValueError(f"unknown log format {values['log_format']!r} (use json or text)")
     if "public_url" in out:
         out["public_url"] = str(out["public_url"]).rstrip("/")
     if "timezone" in out:

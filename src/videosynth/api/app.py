@@ -7,22 +7,27 @@ error shape of the dialect whose path prefix they carry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videosynth import __version__
 from videosynth.api import dashscope
 from videosynth.api.files import files_router
+from videosynth.api.observe import ObserveMiddleware, metrics_endpoint, metrics_registry
 from videosynth.api.services import Services
 from videosynth.catalog import Catalog
+from videosynth.errors import StoreError
+from videosynth.observability.metrics import Snapshot, TaskCountRow
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.storage.local import LocalStorage
+from videosynth.tasks.models import TaskStatus
 from videosynth.tasks.store import TaskStore
 
 
@@ -33,8 +38,25 @@ def create_app(
     storage: Storage,
     catalog: Catalog,
     workers: Callable[[], list[dict[str, Any]]] | None = None,
+    worker_metrics: Sequence[Callable[[], Iterable[Snapshot]]] = (),
+    task_stats: Callable[[], Iterable[TaskCountRow]] | None = None,
 ) -> FastAPI:
+    """``workers``: the embedded workers' readiness (``/readyz``); ``worker_metrics``: the metric snapshots they
+    report; ``task_stats``: the task table counted by status, model and engine (``/metrics`` gauges)."""
     app = FastAPI(title="videosynth", version=__version__, docs_url="/docs", redoc_url=None)
+    registry, http_metrics = metrics_registry(
+        worker_snapshots=worker_metrics,
+        task_counts=task_stats or store.task_counts,
+        known_models=[(m.name, m.engine) for m in catalog],
+        statuses=[s.value for s in TaskStatus],
+    )
+    app.add_middleware(ObserveMiddleware, metrics=http_metrics, routes=app.router.routes)
+    app.add_route(
+        "/metrics",
+        metrics_endpoint(registry, settings.metrics_token),
+        methods=["GET"],
+        include_in_schema=False,
+    )
     services = Services(settings=settings, store=store, storage=storage, catalog=catalog)
     app.router.routes.extend(dashscope.dashscope_routes(services))
     if isinstance(storage, LocalStorage):
@@ -46,11 +68,20 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        # Ready when every embedded worker has at least one engine that loaded (an API-only server: always).
+        # Ready when the store answers and every embedded worker has at least one engine that loaded (an
+        # API-only server: the store alone). A load balancer takes a replica out while its store is away.
         local = workers() if workers is not None else []
-        ready = all(any(e.get("state") == "ready" for e in w.get("engines", [])) for w in local)
+        try:
+            await run_in_threadpool(store.ping)
+            store_state = "ok"
+        except StoreError as exc:
+            store_state = f"unavailable: {exc}"
+        ready = store_state == "ok" and all(
+            any(e.get("state") == "ready" for e in w.get("engines", [])) for w in local
+        )
         return JSONResponse(
-            {"status": "ready" if ready else "not ready", "workers": local}, status_code=200 if ready else 503
+            {"status": "ready" if ready else "not ready", "store": store_state, "workers": local},
+            status_code=200 if ready else 503,
         )
 
     async def unrouted(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from videosynth.api.storecalls import StoreCalls
 from videosynth.apikeys import hash_key
 from videosynth.errors import MissingApiKey, UnknownApiKey
+from videosynth.observability.logs import bind
 from videosynth.tasks.models import ApiKey
 
 #: How long a found key is trusted without asking the store again: a revoked key stops working within this,
@@ -36,6 +37,7 @@ class Authenticator:
         now = self._clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
+            bind(account=hit[1].account_id)
             return hit[1]
         key = await self._calls.read(self._calls.store.find_key, digest)
         if key is None:
@@ -44,4 +46,5 @@ class Authenticator:
         if len(self._cache) >= _MAX_CACHED_KEYS:
             self._cache.clear()  # many distinct keys at once: start over rather than grow
         self._cache[digest] = (now + KEY_TTL_S, key)
+        bind(account=key.account_id)
         return key

@@ -181,7 +181,13 @@ def uvicorn_config(
     log_level: str | int | None = "info",
     **kwargs: Any,
 ) -> uvicorn.Config:
-    """A ``uvicorn.Config`` for ``app`` that keeps the body of h2c upgrade offers; kwargs go to uvicorn."""
+    """A ``uvicorn.Config`` for ``app`` that keeps the body of h2c upgrade offers; kwargs go to uvicorn.
+
+    uvicorn installs no handlers of its own (``log_config=None``): its loggers propagate to the root logger,
+    where ``videosynth.observability.logs.configure_logging`` formats and redacts every line alike. Its access
+    log stays off: a line per poll would cost more than the poll (``videosynth.http`` logs requests at DEBUG).
+    """
+    kwargs.setdefault("log_config", None)
     return uvicorn.Config(
         app,
         host=host,

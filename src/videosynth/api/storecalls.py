@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from videosynth.tasks.models import NewTask, Task
+from videosynth.tasks.models import NewTask, QueueCap, Task
 from videosynth.tasks.store import TaskStore
 
 P = ParamSpec("P")
@@ -52,8 +53,13 @@ class StoreCalls:
             return self.store.get(task_id)
         return await self._reads.get(task_id)
 
-    async def create(self, task: NewTask) -> None:
-        await self._batcher.create(task)
+    async def create(self, task: NewTask, cap: QueueCap | None = None) -> None:
+        await self._batcher.create(task, cap)
+
+    async def write(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Any other write, on the writer thread: it never waits on the database's write lock on the event
+        loop, and never contends with the group commits of this process."""
+        return await self._batcher.run(fn, *args, **kwargs)
 
 
 class ReadBatcher:
@@ -116,17 +122,21 @@ class CreateBatcher:
 
     def __init__(self, store: TaskStore) -> None:
         self._store = store
-        self._pending: list[tuple[NewTask, asyncio.Future[None]]] = []
+        self._pending: list[tuple[NewTask, QueueCap | None, asyncio.Future[None]]] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
         # One thread: writes never contend with each other in this process, and the event loop never
         # waits on the database's write lock.
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
 
-    async def create(self, task: NewTask) -> None:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
+
+    async def create(self, task: NewTask, cap: QueueCap | None = None) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((task, done))
+        self._pending.append((task, cap, done))
         if not self._flushing:
             self._flushing = True
             # Kept: the loop holds tasks only weakly, and a collected flush would strand its submits.
@@ -138,24 +148,31 @@ class CreateBatcher:
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                caps = {t.task_id: c for t, c, _ in batch if c is not None}
                 try:
-                    await loop.run_in_executor(self._writer, self._store.create_many, [t for t, _ in batch])
+                    await loop.run_in_executor(
+                        self._writer, self._store.create_many, [t for t, _, _ in batch], caps
+                    )
                 except Exception:  # noqa: BLE001 - settled per task below
                     await self._one_by_one(loop, batch)
                     continue
-                for _, done in batch:
+                for _, _, done in batch:
                     if not done.done():
                         done.set_result(None)
         finally:
             self._flushing = False
 
     async def _one_by_one(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[NewTask, asyncio.Future[None]]]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[NewTask, QueueCap | None, asyncio.Future[None]]],
     ) -> None:
-        # One bad task (or a store outage) must fail only the submits it concerns.
-        for task, done in batch:
+        # One bad task, a full queue or a store outage must fail only the submits it concerns.
+        for task, cap, done in batch:
             try:
-                await loop.run_in_executor(self._writer, self._store.create, task)
+                await loop.run_in_executor(
+                    self._writer, self._store.create_many, [task], {task.task_id: cap} if cap else None
+                )
             except Exception as exc:  # noqa: BLE001 - handed to the submit that waits for it
                 if not done.done():
                     done.set_exception(exc)

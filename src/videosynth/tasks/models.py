@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from videosynth.errors import ErrorKind
 
@@ -175,6 +175,53 @@ class TaskFilter:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-client limits as set on an account or a key: None inherits (key, then account, then the server's
+    default), 0 switches the limit off."""
+
+    submit_rps: int | None = None
+    query_rps: int | None = None
+    max_queued: int | None = None
+    max_stored_mb: int | None = None
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("submit_rps", "query_rps", "max_queued", "max_stored_mb")
+
+    def over(self, fallback: Limits) -> Limits:
+        """These limits where set, ``fallback``'s elsewhere."""
+        return Limits(
+            **{
+                f: getattr(self, f) if getattr(self, f) is not None else getattr(fallback, f)
+                for f in self.FIELDS
+            }
+        )
+
+
+@dataclass(frozen=True)
+class StoredInput:
+    """Bytes kept for a client: a ``data:`` reference of ``task_id`` (counted while the task waits or runs),
+    or an upload (``task_id`` None, counted until ``expires_ms``)."""
+
+    object_key: str
+    account_id: str
+    api_key_id: str | None
+    task_id: str | None
+    size: int
+    expires_ms: int
+
+
+#: Limits that set nothing: everything inherited.
+INHERIT_ALL = Limits()
+
+
+@dataclass(frozen=True)
+class QueueCap:
+    """At most ``limit`` PENDING tasks for a new task's key (``per_key``) or else its account."""
+
+    limit: int
+    per_key: bool = False
+
+
+@dataclass(frozen=True)
 class ApiKey:
     key_id: str
     account_id: str
@@ -182,3 +229,6 @@ class ApiKey:
     prefix: str
     created_ms: int
     revoked_ms: int | None = None
+    #: The key's own overrides, and its account's limits.
+    limits: Limits = INHERIT_ALL
+    account_limits: Limits = INHERIT_ALL

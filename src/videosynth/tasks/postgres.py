@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 import orjson
 
-from videosynth.tasks.models import NewTask
+from videosynth.tasks.models import NewTask, QueueCap
 from videosynth.tasks.sqlite import split_statements
 from videosynth.tasks.sqlstore import (
     NEW_TASK_COLUMNS,
@@ -40,6 +40,7 @@ MIGRATIONS = (
     "postgres_003.sql",
     "postgres_004.sql",
     "postgres_005.sql",
+    "postgres_006.sql",
 )
 NEW_COLUMNS_SQL = ", ".join(NEW_TASK_COLUMNS)
 NEW_COLUMNS_TYPED = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'text'}" for c in NEW_TASK_COLUMNS)
@@ -47,6 +48,7 @@ CHANNEL = "videosynth_tasks"
 MIGRATION_LOCK = 0x7669_6465  # constants shared by every videosynth process
 ACCOUNT_LOCK_SPACE = 0x7669_0001
 MAINTENANCE_LOCK_SPACE = 0x7669_0002
+QUEUE_LOCK_SPACE = 0x7669_0003
 
 
 def _close(conn: psycopg.Connection[Any]) -> None:
@@ -90,14 +92,18 @@ class PostgresTaskStore(SqlTaskStore):
     ) -> psycopg.Cursor[Any]:
         return conn.execute(sql.replace("?", "%s"), tuple(args))
 
-    def create_many(self, tasks: Sequence[NewTask]) -> None:
+    def create_many(self, tasks: Sequence[NewTask], caps: Mapping[str, QueueCap] | None = None) -> None:
         # One autocommit statement, whatever the batch size: a transaction of its own, one round trip, one
         # plan. The rows travel as two JSON documents: per-row INSERTs cost the database server (which
-        # shares the API's cores) several times more, and psycopg's array adaptation is pure Python.
+        # shares the API's cores) several times more, and psycopg's array adaptation is pure Python. Queue
+        # caps need their counts and the insert in one transaction.
         if not tasks:
             return
         task_rows, media_rows = new_task_rows(tasks)
-        with self._db() as conn:
+        capped = bool(caps) and any(c.limit > 0 for c in caps.values())  # type: ignore[union-attr]
+        with self._transaction() if capped else self._db() as conn:
+            if capped:
+                self._check_caps(conn, tasks, caps)
             conn.execute(
                 f"WITH new_tasks AS (INSERT INTO tasks ({NEW_COLUMNS_SQL})"
                 f" SELECT {NEW_COLUMNS_SQL} FROM json_to_recordset(%s::json) AS r({NEW_COLUMNS_TYPED})),"
@@ -127,6 +133,9 @@ class PostgresTaskStore(SqlTaskStore):
             "SELECT count(*) AS n FROM tasks WHERE account_id = %s AND status = 'RUNNING'", (account_id,)
         ).fetchone()
         return bool(row is not None and row["n"] < limit)
+
+    def _lock_queue(self, conn: psycopg.Connection[Any], scope: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (QUEUE_LOCK_SPACE, scope))
 
     def _try_maintenance_lock(self, conn: psycopg.Connection[Any]) -> bool:
         row = conn.execute(

@@ -28,7 +28,14 @@ from videosynth.tasks.sqlstore import SqlTaskStore, ThreadConnections, store_una
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = ("sqlite_001.sql", "sqlite_002.sql", "sqlite_003.sql", "sqlite_004.sql", "sqlite_005.sql")
+MIGRATIONS = (
+    "sqlite_001.sql",
+    "sqlite_002.sql",
+    "sqlite_003.sql",
+    "sqlite_004.sql",
+    "sqlite_005.sql",
+    "sqlite_006.sql",
+)
 
 
 def split_statements(sql: str) -> list[str]:

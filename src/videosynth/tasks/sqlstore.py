@@ -18,15 +18,19 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from videosynth.errors import ErrorKind, StoreError
+from videosynth.errors import ErrorKind, IdempotencyConflict, QueueFull, StoreError
 from videosynth.tasks.models import (
+    INHERIT_ALL,
     ApiKey,
     CancelOutcome,
     GenerationParams,
     Lease,
+    Limits,
     MaintenanceReport,
     NewTask,
+    QueueCap,
     Stage,
+    StoredInput,
     Task,
     TaskFilter,
     TaskStatus,
@@ -38,6 +42,10 @@ TASK_COLUMNS = (
     " attempts, cancel_requested, legacy_error_code, legacy_error_message, progress, stage, engine_state,"
     " upstream_code"
 )
+#: How long an Idempotency-Key names its first request's task.
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+#: What a client over its queue cap is told to wait: a queued task starts in seconds to minutes.
+QUEUE_FULL_RETRY_S = 5
 # Bounds the statement's parameter list; SQLite's default limit is far above it.
 GET_MANY_CHUNK = 500
 log = logging.getLogger(__name__)
@@ -192,6 +200,13 @@ def _stage(text: str | None) -> str | None:
         return text
 
 
+# A key row joined with its account's limits (``a_``-prefixed).
+KEY_SELECT = (
+    "SELECT k.*, a.submit_rps AS a_submit_rps, a.query_rps AS a_query_rps, a.max_queued AS a_max_queued,"
+    " a.max_stored_mb AS a_max_stored_mb FROM api_keys k JOIN accounts a ON a.account_id = k.account_id"
+)
+
+
 def row_to_key(row: Mapping[str, Any]) -> ApiKey:
     return ApiKey(
         key_id=row["key_id"],
@@ -200,6 +215,8 @@ def row_to_key(row: Mapping[str, Any]) -> ApiKey:
         prefix=row["prefix"],
         created_ms=row["created_ms"],
         revoked_ms=row["revoked_ms"],
+        limits=Limits(**{f: row[f] for f in Limits.FIELDS}),
+        account_limits=Limits(**{f: row["a_" + f] for f in Limits.FIELDS}),
     )
 
 
@@ -243,20 +260,156 @@ class SqlTaskStore(abc.ABC):
     def create(self, task: NewTask) -> None:
         self.create_many([task])
 
-    def create_many(self, tasks: Sequence[NewTask]) -> None:
+    def create_many(self, tasks: Sequence[NewTask], caps: Mapping[str, QueueCap] | None = None) -> None:
         if not tasks:
             return
+        with self._transaction() as conn:
+            self._check_caps(conn, tasks, caps)
+            self._insert_tasks(conn, tasks)
+            self._after_create(conn)
+
+    def _insert_tasks(self, conn: Any, tasks: Sequence[NewTask]) -> None:
         task_rows, media_rows = new_task_rows(tasks)
+        self._execute_many(
+            conn,
+            f"INSERT INTO tasks ({', '.join(NEW_TASK_COLUMNS)}) VALUES ({','.join('?' * len(NEW_TASK_COLUMNS))})",
+            task_rows,
+        )
+        self._execute_many(conn, "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)", media_rows)
+
+    def _lock_queue(self, conn: Any, scope: str) -> None:
+        """Serialize queue-cap checks of one scope where transactions interleave (PostgreSQL; SQLite's
+        BEGIN IMMEDIATE already admits one writer at a time)."""
+        return None
+
+    def _check_caps(self, conn: Any, tasks: Sequence[NewTask], caps: Mapping[str, QueueCap] | None) -> None:
+        if not caps:
+            return
+        adding: dict[tuple[str, str], list[int]] = {}  # (column, id) -> [limit, new tasks]
+        for task in tasks:
+            cap = caps.get(task.task_id)
+            if cap is None or cap.limit <= 0:
+                continue
+            scope = ("api_key_id", task.api_key_id) if cap.per_key else ("account_id", task.account_id)
+            entry = adding.setdefault(scope, [cap.limit, 0])
+            entry[0] = min(entry[0], cap.limit)
+            entry[1] += 1
+        for (column, ident), (limit, count) in sorted(adding.items()):  # sorted: no lock-order deadlocks
+            self._lock_queue(conn, f"{column}:{ident}")
+            row = self._execute(
+                conn, f"SELECT count(*) AS n FROM tasks WHERE {column}=? AND status='PENDING'", (ident,)
+            ).fetchone()
+            if int(row["n"]) + count > limit:
+                owner = "key" if column == "api_key_id" else "account"
+                raise QueueFull(
+                    f"Allocated quota exceeded: this {owner} already has {row['n']} tasks waiting and may"
+                    f" have {limit}; try again when some have started.",
+                    retry_after_s=QUEUE_FULL_RETRY_S,
+                )
+
+    def create_idempotent(
+        self, task: NewTask, key: str, fingerprint: str, now_ms: int, cap: QueueCap | None = None
+    ) -> tuple[str, bool]:
+        with self._transaction() as conn:
+            # A key past its lifetime is free again (housekeeping also deletes them, in bulk).
+            self._execute(
+                conn,
+                "DELETE FROM idempotency_keys WHERE account_id=? AND idem_key=? AND created_ms < ?",
+                (task.account_id, key, now_ms - IDEMPOTENCY_TTL_MS),
+            )
+            # Concurrent submits with one key: the second INSERT waits for the first transaction and then
+            # inserts nothing (a primary key), so exactly one of them creates a task.
+            claimed = self._execute(
+                conn,
+                "INSERT INTO idempotency_keys (account_id, idem_key, fingerprint, task_id, created_ms)"
+                " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                (task.account_id, key, fingerprint, task.task_id, now_ms),
+            ).rowcount
+            if claimed:
+                self._check_caps(conn, [task], {task.task_id: cap} if cap else None)
+                self._insert_tasks(conn, [task])
+                self._after_create(conn)
+                return task.task_id, True
+            row = self._execute(
+                conn,
+                "SELECT fingerprint, task_id FROM idempotency_keys WHERE account_id=? AND idem_key=?",
+                (task.account_id, key),
+            ).fetchone()
+        if row is None:  # deleted by housekeeping in between: rare enough to ask the client to retry
+            raise StoreError("the idempotency key changed meanwhile; retry")
+        if row["fingerprint"] != fingerprint:
+            raise IdempotencyConflict()
+        return str(row["task_id"]), False
+
+    def find_idempotent(
+        self, account_id: str, key: str, now_ms: int, max_age_ms: int = IDEMPOTENCY_TTL_MS
+    ) -> tuple[str, str] | None:
+        with self._db() as conn:
+            row = self._execute(
+                conn,
+                "SELECT fingerprint, task_id FROM idempotency_keys"
+                " WHERE account_id=? AND idem_key=? AND created_ms >= ?",
+                (account_id, key, now_ms - max_age_ms),
+            ).fetchone()
+        return (str(row["fingerprint"]), str(row["task_id"])) if row else None
+
+    def remember_idempotent(
+        self, account_id: str, key: str, fingerprint: str, task_id: str, now_ms: int
+    ) -> None:
+        with self._db() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO idempotency_keys (account_id, idem_key, fingerprint, task_id, created_ms)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (account_id, idem_key) DO UPDATE SET"
+                " fingerprint=excluded.fingerprint, task_id=excluded.task_id, created_ms=excluded.created_ms",
+                (account_id, key, fingerprint, task_id, now_ms),
+            )
+
+    def forget_idempotent(self, account_id: str, key: str) -> None:
+        with self._db() as conn:
+            self._execute(
+                conn, "DELETE FROM idempotency_keys WHERE account_id=? AND idem_key=?", (account_id, key)
+            )
+
+    def record_stored(self, inputs: Sequence[StoredInput]) -> None:
+        if not inputs:
+            return
         with self._transaction() as conn:
             self._execute_many(
                 conn,
-                f"INSERT INTO tasks ({', '.join(NEW_TASK_COLUMNS)}) VALUES ({','.join('?' * len(NEW_TASK_COLUMNS))})",
-                task_rows,
+                "INSERT INTO stored_inputs (object_key, account_id, api_key_id, task_id, bytes, expires_ms)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (object_key) DO UPDATE SET bytes=excluded.bytes,"
+                " expires_ms=excluded.expires_ms",
+                [(i.object_key, i.account_id, i.api_key_id, i.task_id, i.size, i.expires_ms) for i in inputs],
             )
-            self._execute_many(
-                conn, "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)", media_rows
-            )
-            self._after_create(conn)
+
+    def stored_bytes(self, account_id: str, now_ms: int) -> int:
+        with self._db() as conn:
+            row = self._execute(
+                conn,
+                "SELECT COALESCE(SUM(s.bytes), 0) AS n FROM stored_inputs s LEFT JOIN tasks t ON t.task_id = s.task_id"
+                " WHERE s.account_id=? AND s.expires_ms > ?"
+                " AND (s.task_id IS NULL OR t.status IN ('PENDING', 'RUNNING'))",
+                (account_id, now_ms),
+            ).fetchone()
+        return int(row["n"])
+
+    def take_rate(self, scope: str, window_s: int, want: int, limit: int) -> int:
+        with self._db() as conn:
+            # One statement: atomic on both databases, whichever replica runs it. A newer window starts the
+            # count again; a replica whose clock lags adds to the newer window rather than resetting it.
+            row = self._execute(
+                conn,
+                "INSERT INTO rate_windows (scope, window_s, used) VALUES (?,?,?) ON CONFLICT (scope) DO UPDATE SET"
+                " used = CASE WHEN rate_windows.window_s >= excluded.window_s THEN rate_windows.used + excluded.used"
+                " ELSE excluded.used END,"
+                " window_s = CASE WHEN rate_windows.window_s >= excluded.window_s THEN rate_windows.window_s"
+                " ELSE excluded.window_s END"
+                " RETURNING used",
+                (scope, window_s, want),
+            ).fetchone()
+        used = int(row["used"])
+        return max(0, min(want, limit - (used - want)))
 
     @abc.abstractmethod
     def _after_create(self, conn: Any) -> None:
@@ -287,6 +440,21 @@ class SqlTaskStore(abc.ABC):
                 ).fetchall()
                 found.update((r["task_id"], row_to_task(r)) for r in rows)
         return found
+
+    def task_counts(self) -> builtins.list[tuple[str, str, str, int, int | None]]:
+        with self._db() as conn:
+            rows = self._execute(
+                conn,
+                "SELECT status, model, engine, COUNT(*) AS tasks, MIN(submit_time_ms) AS oldest FROM tasks"
+                " GROUP BY status, model, engine",
+            ).fetchall()
+        return [
+            (str(r["status"]), str(r["model"]), str(r["engine"]), int(r["tasks"]), r["oldest"]) for r in rows
+        ]
+
+    def ping(self) -> None:
+        with self._db() as conn:
+            self._execute(conn, "SELECT 1").fetchone()
 
     def tasks_ahead(self, task: Task) -> int | None:
         with self._db() as conn:
@@ -585,6 +753,12 @@ class SqlTaskStore(abc.ABC):
                 (cutoff,),
             )
             self._execute(conn, "DELETE FROM tasks WHERE submit_time_ms < ?", (cutoff,))
+            self._execute(
+                conn, "DELETE FROM idempotency_keys WHERE created_ms < ?", (now_ms - IDEMPOTENCY_TTL_MS,)
+            )
+            self._execute(conn, "DELETE FROM stored_inputs WHERE expires_ms < ?", (now_ms,))
+            # A scope idle for a minute: its row is recreated by its next request.
+            self._execute(conn, "DELETE FROM rate_windows WHERE window_s < ?", (now_ms // 1000 - 60,))
         return MaintenanceReport(
             requeued=requeued,
             failed_lost=failed_lost,
@@ -593,7 +767,9 @@ class SqlTaskStore(abc.ABC):
         )
 
     # --- API keys ----------------------------------------------------------------------------------
-    def create_key(self, name: str, key_hash: str, prefix: str, now_ms: int) -> ApiKey:
+    def create_key(
+        self, name: str, key_hash: str, prefix: str, now_ms: int, limits: Limits = INHERIT_ALL
+    ) -> ApiKey:
         account_id = str(uuid.uuid4())
         key_id = str(uuid.uuid4())
         with self._transaction() as conn:
@@ -604,21 +780,59 @@ class SqlTaskStore(abc.ABC):
             )
             self._execute(
                 conn,
-                "INSERT INTO api_keys (key_id, account_id, name, key_hash, prefix, created_ms) VALUES (?,?,?,?,?,?)",
-                (key_id, account_id, name, key_hash, prefix, now_ms),
+                "INSERT INTO api_keys (key_id, account_id, name, key_hash, prefix, created_ms,"
+                f" {', '.join(Limits.FIELDS)}) VALUES ({placeholders(6 + len(Limits.FIELDS))})",
+                (
+                    key_id,
+                    account_id,
+                    name,
+                    key_hash,
+                    prefix,
+                    now_ms,
+                    *(getattr(limits, f) for f in Limits.FIELDS),
+                ),
             )
-        return ApiKey(key_id=key_id, account_id=account_id, name=name, prefix=prefix, created_ms=now_ms)
+        return ApiKey(
+            key_id=key_id, account_id=account_id, name=name, prefix=prefix, created_ms=now_ms, limits=limits
+        )
+
+    def update_limits(
+        self, key_id_or_prefix: str, changes: Mapping[str, int | None], *, on_account: bool = False
+    ) -> bool:
+        unknown = set(changes) - set(Limits.FIELDS)
+        if unknown:
+            raise ValueError(f"not a limit: {', '.join(sorted(unknown))}")
+        with self._transaction() as conn:
+            row = self._execute(
+                conn,
+                "SELECT key_id, account_id FROM api_keys WHERE key_id=? OR prefix=?",
+                (key_id_or_prefix,) * 2,
+            ).fetchone()
+            if row is None:
+                return False
+            if changes:
+                table, column, ident = (
+                    ("accounts", "account_id", row["account_id"])
+                    if on_account
+                    else ("api_keys", "key_id", row["key_id"])
+                )
+                self._execute(
+                    conn,
+                    f"UPDATE {table} SET {', '.join(f'{f}=?' for f in changes)} WHERE {column}=?",
+                    (*changes.values(), ident),
+                )
+        return True
 
     def find_key(self, key_hash: str) -> ApiKey | None:
         with self._db() as conn:
             row = self._execute(
-                conn, "SELECT * FROM api_keys WHERE key_hash=? AND revoked_ms IS NULL", (key_hash,)
+                conn, f"{KEY_SELECT} WHERE k.key_hash=? AND k.revoked_ms IS NULL", (key_hash,)
             ).fetchone()
             return row_to_key(row) if row else None
 
     def list_keys(self) -> builtins.list[ApiKey]:  # ``list`` is a method here
         with self._db() as conn:
-            rows = self._execute(conn, "SELECT * FROM api_keys ORDER BY created_ms, key_id").fetchall()
+            rows = self._execute(conn, f"{KEY_SELECT} ORDER BY k.created_ms, k.key_id").fetchall()
             return [row_to_key(r) for r in rows]
 
     def revoke_key(self, key_id_or_prefix: str, now_ms: int) -> bool:

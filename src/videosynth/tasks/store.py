@@ -7,16 +7,20 @@ implementation must pass ``tests/test_store_contract.py``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 from videosynth.errors import ErrorKind
 from videosynth.tasks.models import (
+    INHERIT_ALL,
     ApiKey,
     CancelOutcome,
     Lease,
+    Limits,
     MaintenanceReport,
     NewTask,
+    QueueCap,
+    StoredInput,
     Task,
     TaskFilter,
 )
@@ -37,8 +41,49 @@ class TaskStore(Protocol):
     # --- tasks -------------------------------------------------------------------------------------
     def create(self, task: NewTask) -> None: ...
 
-    def create_many(self, tasks: Sequence[NewTask]) -> None:
-        """Create several tasks in one transaction: all of them or (an exception) none."""
+    def create_many(self, tasks: Sequence[NewTask], caps: Mapping[str, QueueCap] | None = None) -> None:
+        """Create several tasks in one transaction: all of them or (an exception) none.
+
+        ``caps`` (by task id): raise ``QueueFull`` rather than leave more PENDING tasks than a cap allows,
+        counted atomically with the insert, however many processes submit at once."""
+        ...
+
+    def create_idempotent(
+        self, task: NewTask, key: str, fingerprint: str, now_ms: int, cap: QueueCap | None = None
+    ) -> tuple[str, bool]:
+        """Create ``task`` under the account's idempotency ``key``, or find the task the key already names.
+
+        Returns ``(task_id, created)``. A key names one task for 24 hours; used again meanwhile with another
+        ``fingerprint`` it raises ``IdempotencyConflict``. Concurrent calls with one key create one task."""
+        ...
+
+    def find_idempotent(
+        self, account_id: str, key: str, now_ms: int, max_age_ms: int = 24 * 3600 * 1000
+    ) -> tuple[str, str] | None:
+        """``(fingerprint, task_id)`` the key names, if it was set less than ``max_age_ms`` ago."""
+        ...
+
+    def remember_idempotent(
+        self, account_id: str, key: str, fingerprint: str, task_id: str, now_ms: int
+    ) -> None:
+        """Make ``key`` name ``task_id`` from now on (replacing what it named)."""
+        ...
+
+    def forget_idempotent(self, account_id: str, key: str) -> None: ...
+
+    def record_stored(self, inputs: Sequence[StoredInput]) -> None:
+        """Count bytes kept for clients against their stored-bytes quota (see ``StoredInput``)."""
+        ...
+
+    def stored_bytes(self, account_id: str, now_ms: int) -> int:
+        """Bytes kept now for the account: its uploads, and the references of its waiting and running
+        tasks."""
+        ...
+
+    def take_rate(self, scope: str, window_s: int, want: int, limit: int) -> int:
+        """Take up to ``want`` of the ``limit`` requests ``scope`` may make in the one-second window
+        ``window_s``; returns how many were granted (0 when the window is used up). Shared by every
+        process on the store."""
         ...
 
     def get(self, task_id: str) -> Task | None: ...
@@ -49,6 +94,15 @@ class TaskStore(Protocol):
 
     def list(self, account_id: str, flt: TaskFilter, offset: int, limit: int) -> tuple[int, list[Task]]:
         """Tasks of one account, newest first, and the total matching ``flt``."""
+        ...
+
+    def task_counts(self) -> builtins.list[tuple[str, str, str, int, int | None]]:
+        """The task table grouped by status, model and engine:
+        ``(status, model, engine, tasks, oldest submit_time_ms)``, for the operator's gauges."""
+        ...
+
+    def ping(self) -> None:
+        """Return when the store answers a query; raise ``StoreError`` when it does not."""
         ...
 
     def tasks_ahead(self, task: Task) -> int | None:
@@ -155,8 +209,17 @@ class TaskStore(Protocol):
         ...
 
     # --- API keys ----------------------------------------------------------------------------------
-    def create_key(self, name: str, key_hash: str, prefix: str, now_ms: int) -> ApiKey:
-        """A new key in a new account of its own."""
+    def create_key(
+        self, name: str, key_hash: str, prefix: str, now_ms: int, limits: Limits = INHERIT_ALL
+    ) -> ApiKey:
+        """A new key in a new account of its own, with its own ``limits`` (None: the account's)."""
+        ...
+
+    def update_limits(
+        self, key_id_or_prefix: str, changes: Mapping[str, int | None], *, on_account: bool = False
+    ) -> bool:
+        """Set limits (``Limits`` field names; None inherits) on a key, or on its account; False when no
+        such key."""
         ...
 
     def find_key(self, key_hash: str) -> ApiKey | None:

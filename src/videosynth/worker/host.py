@@ -21,6 +21,8 @@ from typing import Any
 
 from videosynth.engines.base import Engine, FrameEngine, GenerationRequest, GenerationResult, ProgressCallback
 from videosynth.errors import Canceled, EngineCrashed, ErrorKind, VideosynthError, error_for
+from videosynth.observability.logs import bound, configure_logging, current_context
+from videosynth.observability.metrics import ENGINE_RESTARTS
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class Generate:
     engine: EngineSpec
     request: GenerationRequest
     output_path: str
+    #: the worker's log context (the task's id): the child's lines about this generation carry it too
+    context: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,15 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ...]) -> None:
+def _child_main(
+    conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ...], log_format: str | None = None
+) -> None:
     from videosynth.engines.registry import create_engine
     from videosynth.worker.video import make_video, warm_up_encoder
 
+    if log_format is not None:
+        # A spawned interpreter starts with no handlers: its lines take the worker's form.
+        configure_logging(log_format)
     _exit_with_parent(parent_pid)
     engines: dict[EngineSpec, Engine] = {}
     # Build (import, load weights) and warm up before the first task arrives rather than during it.
@@ -131,20 +140,21 @@ def _child_main(conn: Connection, parent_pid: int, preload: tuple[EngineSpec, ..
             return
         if not isinstance(msg, Generate):
             continue
-        try:
-            if msg.engine not in engines:
-                engines[msg.engine] = create_engine(msg.engine.name, dict(msg.engine.options))
-            on_progress = _ProgressToParent(conn)
-            result = make_video(engines[msg.engine], msg.request, Path(msg.output_path), on_progress)
-            conn.send(Done(result.frames, result.duration))
-        except VideosynthError as exc:
-            conn.send(Failed(exc.kind, exc.detail))
-        except MemoryError:
-            conn.send(Failed(ErrorKind.ENGINE_FAILED, "The engine ran out of memory."))
-        except Exception as exc:  # an engine bug must fail the task, not the process
-            # The exception text may name files and internals; it goes to the log, the client gets the kind.
-            log.exception("engine failed")
-            conn.send(Failed(ErrorKind.ENGINE_FAILED, f"The engine failed ({type(exc).__name__})."))
+        with bound(**dict(msg.context)):
+            try:
+                if msg.engine not in engines:
+                    engines[msg.engine] = create_engine(msg.engine.name, dict(msg.engine.options))
+                on_progress = _ProgressToParent(conn)
+                result = make_video(engines[msg.engine], msg.request, Path(msg.output_path), on_progress)
+                conn.send(Done(result.frames, result.duration))
+            except VideosynthError as exc:
+                conn.send(Failed(exc.kind, exc.detail))
+            except MemoryError:
+                conn.send(Failed(ErrorKind.ENGINE_FAILED, "The engine ran out of memory."))
+            except Exception as exc:  # an engine bug must fail the task, not the process
+                # The exception text may name files and internals; it goes to the log, the client the kind.
+                log.exception("engine failed")
+                conn.send(Failed(ErrorKind.ENGINE_FAILED, f"The engine failed ({type(exc).__name__})."))
 
 
 class _ProgressToParent:
@@ -189,8 +199,16 @@ def _exit_text(exitcode: int | None) -> str:
 class EngineHost:
     """Parent side: starts the child on first use and again after it dies."""
 
-    def __init__(self, preload: tuple[EngineSpec, ...] = (), *, stop_deadline_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        preload: tuple[EngineSpec, ...] = (),
+        *,
+        stop_deadline_s: float = 10.0,
+        log_format: str | None = None,
+    ) -> None:
+        """``log_format``: the form of the child's log lines (None: the child configures no logging)."""
         self._preload = preload
+        self._log_format = log_format
         #: each preloaded spec: ("loading" | "ready" | "failed", why it failed)
         self.states: dict[EngineSpec, tuple[str, str | None]] = dict.fromkeys(preload, ("loading", None))
         self._loaded = False
@@ -206,7 +224,7 @@ class EngineHost:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_child_main,
-            args=(child, os.getpid(), self._preload),
+            args=(child, os.getpid(), self._preload, self._log_format),
             name="videosynth-engine",
             daemon=True,
         )
@@ -261,7 +279,8 @@ class EngineHost:
         assert self._conn is not None and self._proc is not None
         conn, proc = self._conn, self._proc
         try:
-            conn.send(Generate(engine, request, str(output_path)))
+            context = tuple(current_context().items())
+            conn.send(Generate(engine, request, str(output_path), context))
             cancel_sent_at: float | None = None
             while True:
                 if cancel_sent_at is not None and time.monotonic() - cancel_sent_at > self.stop_deadline_s:
@@ -272,6 +291,7 @@ class EngineHost:
                         self.stop_deadline_s,
                     )
                     self._kill()
+                    ENGINE_RESTARTS.labels(engine.name).inc()
                     self.start()  # a fresh one warms up while the worker records the stop
                     raise Canceled()
                 if not conn.poll(0.2):
@@ -301,9 +321,11 @@ class EngineHost:
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
             proc.join(timeout=5)
             self._proc = None
+            ENGINE_RESTARTS.labels(engine.name).inc()  # the next generate starts a new one
             raise EngineCrashed(_exit_text(proc.exitcode)) from exc
         except EngineCrashed:
             self._proc = None
+            ENGINE_RESTARTS.labels(engine.name).inc()
             raise
 
     def _kill(self) -> None:

@@ -7,6 +7,7 @@ drain time runs out, in which case the task is handed back to the queue.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 import os
@@ -38,11 +39,13 @@ from videosynth.maintenance import EVERY_S as MAINTENANCE_EVERY_S
 from videosynth.maintenance import run_maintenance
 from videosynth.media.fetch import FetchPolicy, fetch_media, warm_up
 from videosynth.media.validate import validate_image
+from videosynth.observability.logs import bound
+from videosynth.observability.metrics import WORKER_HEARTBEATS
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.tasks.models import Lease, Stage, Task, TaskStatus
 from videosynth.tasks.store import TaskStore
-from videosynth.worker.common import now_ms, result_key
+from videosynth.worker.common import StageClock, count_finished, now_ms, result_key
 from videosynth.worker.host import EngineHost, EngineSpec
 from videosynth.worker.relay import RelayPool
 
@@ -88,15 +91,21 @@ def engine_stage(stage: str | None) -> str:
 class ProgressMeter:
     """What a task is doing: set by the thread that runs it, recorded by the one that holds its lease."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "unknown") -> None:
         self._lock = threading.Lock()
         self._state: tuple[int, str] = (0, Stage.FETCHING)
         self._recorded: tuple[int, str] | None = None
         self._recorded_at = float("-inf")
+        self._stages = StageClock(engine, Stage.FETCHING)
 
     def update(self, stage: str, percent: int) -> None:
+        self._stages.enter(stage)
         with self._lock:
             self._state = (max(self._state[0], percent), stage)
+
+    def finish(self) -> None:
+        """The task is over (whatever its outcome): its last stage ends now."""
+        self._stages.close()
 
     def news(self, now: float) -> tuple[int, str] | None:
         """The state to record now, if it changed and the last record is old enough."""
@@ -137,7 +146,9 @@ class Worker:
         self.catalog = catalog or Catalog.default(settings.default_engine, settings.model_routes)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.host = host or EngineHost(
-            preload=self._engines_to_preload(), stop_deadline_s=settings.engine_stop_seconds
+            preload=self._engines_to_preload(),
+            stop_deadline_s=settings.engine_stop_seconds,
+            log_format=settings.log_format,
         )
         self.fetch_policy = FetchPolicy(allow_private=settings.media_allow_private)
         self.lease_ms = int(settings.lease_seconds * 1000)
@@ -327,9 +338,13 @@ class Worker:
         return time.monotonic() - self._stop_at >= self.settings.drain_seconds
 
     def process(self, task: Task) -> None:
+        with bound(task_id=task.task_id, account=task.account_id):
+            self._process(task)
+
+    def _process(self, task: Task) -> None:
         reason: list[StopReason] = []
         done = threading.Event()
-        meter = ProgressMeter()
+        meter = ProgressMeter(task.engine)
 
         def watch() -> None:
             # Renew the lease every lease/3, and look for cancel requests and lost leases more often.
@@ -347,6 +362,7 @@ class Worker:
                         stage=news[1] if news else None,
                     )
                     last_renew = time.monotonic()
+                    WORKER_HEARTBEATS.inc()
                     if news:
                         meter.recorded(news, last_renew)
                 except VideosynthError as exc:
@@ -365,7 +381,13 @@ class Worker:
                     reason.append(StopReason.SHUTDOWN)
                     return
 
-        watcher = threading.Thread(target=watch, name=f"lease-{task.task_id[:8]}", daemon=True)
+        # In a copy of this context, so the watcher's log lines name the task too.
+        watcher = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(watch,),
+            name=f"lease-{task.task_id[:8]}",
+            daemon=True,
+        )
         watcher.start()
         workdir = self.settings.work_dir / f"{task.task_id}-{task.attempts}"
         try:
@@ -373,11 +395,11 @@ class Worker:
         except Canceled:
             why = reason[0] if reason else StopReason.CANCELED
             log.info("task %s stopped: %s", task.task_id, why.value)
-            if why is StopReason.CANCELED:
-                self.store.finish_canceled(task.task_id, self.worker_id, now_ms())
-            elif why is StopReason.SHUTDOWN and not self.store.release(task.task_id, self.worker_id):
-                # A cancel came in meanwhile: honour it rather than requeue.
-                self.store.finish_canceled(task.task_id, self.worker_id, now_ms())
+            canceled = why is StopReason.CANCELED
+            if why is StopReason.SHUTDOWN and not self.store.release(task.task_id, self.worker_id):
+                canceled = True  # a cancel came in meanwhile: honour it rather than requeue
+            if canceled and self.store.finish_canceled(task.task_id, self.worker_id, now_ms()):
+                count_finished(task, TaskStatus.CANCELED)
         except StoreError:
             # Its outcome could not be recorded for a whole lease: the task runs again once its lease has
             # expired, and the run loop waits for the store.
@@ -385,13 +407,16 @@ class Worker:
         except VideosynthError as exc:
             log.info("task %s failed: %s %s", task.task_id, exc.kind.value, exc.detail)
             kind, detail = exc.kind, exc.detail
-            self._record(lambda: self.store.fail(task.task_id, self.worker_id, now_ms(), kind, detail))
+            if self._record(lambda: self.store.fail(task.task_id, self.worker_id, now_ms(), kind, detail))[0]:
+                count_finished(task, TaskStatus.FAILED)
         except Exception:  # a bug here must fail one task, never the worker
             log.exception("task %s crashed the worker loop", task.task_id)
-            self._record(
+            if self._record(
                 lambda: self.store.fail(task.task_id, self.worker_id, now_ms(), ErrorKind.INTERNAL, None)
-            )
+            )[0]:
+                count_finished(task, TaskStatus.FAILED)
         finally:
+            meter.finish()
             done.set()
             watcher.join()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -473,11 +498,13 @@ class Worker:
             if retried and self._recorded_as(task.task_id, key):
                 # An earlier try committed but its answer was lost with the connection: the result is ours.
                 log.info("task %s SUCCEEDED (recorded by an earlier try)", task.task_id)
+                count_finished(task, TaskStatus.SUCCEEDED)
                 return
             # The task is not ours any more (lease lost, timed out): leave no stray object behind.
             log.warning("task %s finished after losing its lease; result discarded", task.task_id)
             self.storage.delete(key)
             return
+        count_finished(task, TaskStatus.SUCCEEDED)
         log.info(
             "task %s SUCCEEDED: queued %.3f s, media %.3f s, engine %.3f s, store %.3f s",
             task.task_id,

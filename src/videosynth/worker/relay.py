@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from videosynth import inputs, uploads
 from videosynth.engines.base import RelayEngine, RelayMedia, RelayRequest, UpstreamPhase, UpstreamStatus
@@ -34,17 +34,22 @@ from videosynth.errors import (
     StoreError,
     SubmitAnswerLost,
     UpstreamError,
+    UpstreamRefused,
+    UpstreamResultUnusable,
+    UpstreamSubmitLost,
     UpstreamTaskLost,
     UpstreamThrottled,
     UpstreamUnavailable,
     VideosynthError,
 )
 from videosynth.media.validate import validate_image
+from videosynth.observability.logs import bound
+from videosynth.observability.metrics import RELAY_UPSTREAM_REQUESTS, WORKER_HEARTBEATS
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
-from videosynth.tasks.models import Lease, Stage, Task
+from videosynth.tasks.models import Lease, Stage, Task, TaskStatus
 from videosynth.tasks.store import TaskStore
-from videosynth.worker.common import now_ms, result_key
+from videosynth.worker.common import StageClock, count_finished, now_ms, result_key
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,33 @@ RUNNING_PERCENT = 10
 RUNNING_SHARE = 80
 DOWNLOADING_PERCENT = 92
 STORING_PERCENT = 96
+
+T = TypeVar("T")
+# What an upstream call came to, as videosynth_relay_upstream_requests_total counts it: the first class that
+# matches (subclasses before their bases).
+_OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
+    (UpstreamThrottled, "throttled"),
+    (SubmitAnswerLost, "answer_lost"),
+    (UpstreamUnavailable, "unavailable"),
+    (UpstreamRefused, "refused"),
+    (UpstreamSubmitLost, "submit_lost"),
+    (UpstreamTaskLost, "task_lost"),
+    (UpstreamResultUnusable, "result_unusable"),
+    (UpstreamError, "failed"),
+    (Canceled, "canceled"),
+)
+
+
+def upstream_call(operation: str, call: Callable[[], T]) -> T:
+    """``call()``, a relay engine's exchange with its upstream, counted by operation and outcome."""
+    try:
+        result = call()
+    except BaseException as exc:
+        outcome = next((name for cls, name in _OUTCOMES if isinstance(exc, cls)), "error")
+        RELAY_UPSTREAM_REQUESTS.labels(operation, outcome).inc()
+        raise
+    RELAY_UPSTREAM_REQUESTS.labels(operation, "ok").inc()
+    return result
 
 
 class SubmitGate:
@@ -154,6 +186,14 @@ class InFlight:
     written_at: float = float("-inf")  # when its progress was last written
     cancel_requested: bool = False
     done: bool = False
+    stages: StageClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stages = StageClock(self.task.engine, self.stage)
+
+    def progress(self, percent: int, stage: str) -> None:
+        self.percent, self.stage = percent, stage
+        self.stages.enter(stage)
 
 
 class RelayPool:
@@ -223,6 +263,7 @@ class RelayPool:
             left = [f for f in self._inflight.values() if not f.done and f.task.task_id not in self._busy]
             for f in left:
                 f.done = True
+                f.stages.close()
                 self._inflight.pop(f.task.task_id, None)
         for f in left:
             try:
@@ -248,9 +289,16 @@ class RelayPool:
                 break
             engine = self.engines[task.model]
             state = RelayState.load(task.engine_state)
-            flight = InFlight(task=task, engine=engine, gate=self._gates[id(engine)], state=state)
-            if state.reference is not None:
-                flight.percent, flight.stage = QUEUED_PERCENT, "upstream_queued"
+            resumed = state.reference is not None
+            flight = InFlight(
+                task=task,
+                engine=engine,
+                gate=self._gates[id(engine)],
+                state=state,
+                percent=QUEUED_PERCENT if resumed else SUBMITTING_PERCENT,
+                stage="upstream_queued" if resumed else "submitting",
+            )
+            if resumed:
                 log.info("task %s resumes polling its upstream task", task.task_id)
             with self._lock:
                 self._inflight[task.task_id] = flight
@@ -331,6 +379,7 @@ class RelayPool:
                 except VideosynthError as exc:
                     log.warning("heartbeat failed for %s: %s", flight.task.task_id, exc)
                     continue
+                WORKER_HEARTBEATS.inc()
                 flight.renewed_at = now
                 if changed:
                     flight.recorded, flight.written_at = news, now
@@ -350,6 +399,7 @@ class RelayPool:
         with self._lock:
             flight.done = True
             self._inflight.pop(flight.task.task_id, None)
+        flight.stages.close()
         shutil.rmtree(self._workdir(flight), ignore_errors=True)
         try:
             self._finished(flight.task)
@@ -358,6 +408,10 @@ class RelayPool:
 
     # --- steps ----------------------------------------------------------------------------------------
     def _run_step(self, flight: InFlight) -> None:
+        with bound(task_id=flight.task.task_id, account=flight.task.account_id):
+            self._take_step(flight)
+
+    def _take_step(self, flight: InFlight) -> None:
         delay: float | None = None
         try:
             delay = self._step(flight)
@@ -414,7 +468,8 @@ class RelayPool:
         request = flight.request
         if state.reference is None and state.submitting_since_ms is not None:
             # Resumed (or the answer was lost) between sending a submit and hearing back.
-            found = engine.find_submitted(request, state.submitting_since_ms, now_ms())
+            since = state.submitting_since_ms
+            found = upstream_call("find_submitted", lambda: engine.find_submitted(request, since, now_ms()))
             if found is None:
                 self._save(flight, RelayState())
                 return 0.0  # nothing was created: submit (again)
@@ -423,7 +478,7 @@ class RelayPool:
         if state.reference is None:
             self._save(flight, RelayState(submitting_since_ms=now_ms()))
             try:
-                reference = engine.submit(request)
+                reference = upstream_call("submit", lambda: engine.submit(request))
             except SubmitAnswerLost:
                 raise  # the saved state sends the next step looking for it upstream
             except UpstreamError:
@@ -432,9 +487,10 @@ class RelayPool:
             flight.gate.accepted()
             self._save(flight, RelayState(reference=reference))
             flight.trouble_since = None
-            flight.percent, flight.stage = QUEUED_PERCENT, "upstream_queued"
+            flight.progress(QUEUED_PERCENT, "upstream_queued")
             return engine.poll_delay(0)
-        status = engine.status(state.reference)
+        reference = state.reference
+        status = upstream_call("status", lambda: engine.status(reference))
         self.polls += 1
         flight.polls += 1
         return self._follow(flight, status)
@@ -446,11 +502,11 @@ class RelayPool:
             return self._trouble(flight, UpstreamTaskLost("the upstream does not know the task"))
         flight.trouble_since = None
         if phase is UpstreamPhase.QUEUED:
-            flight.percent, flight.stage = max(flight.percent, QUEUED_PERCENT), "upstream_queued"
+            flight.progress(max(flight.percent, QUEUED_PERCENT), "upstream_queued")
             return engine.poll_delay(flight.polls)
         if phase is UpstreamPhase.RUNNING:
             share = (min(max(status.progress or 0, 0), 100) * RUNNING_SHARE) // 100
-            flight.percent, flight.stage = max(flight.percent, RUNNING_PERCENT + share), "upstream_running"
+            flight.progress(max(flight.percent, RUNNING_PERCENT + share), "upstream_running")
             return engine.poll_delay(flight.polls)
         if phase is UpstreamPhase.FAILED:
             raise UpstreamError(status.message or None, upstream_code=status.code)
@@ -468,13 +524,16 @@ class RelayPool:
 
     def _store_result(self, flight: InFlight, status: UpstreamStatus) -> None:
         task = flight.task
-        flight.percent, flight.stage = DOWNLOADING_PERCENT, "downloading"
+        flight.progress(DOWNLOADING_PERCENT, "downloading")
         workdir = self._workdir(flight)
         workdir.mkdir(parents=True, exist_ok=True)
         video = workdir / "output.mp4"
         try:
-            flight.engine.download(status, video, lambda: flight.done or flight.cancel_requested)
-            flight.percent, flight.stage = STORING_PERCENT, Stage.STORING
+            upstream_call(
+                "download",
+                lambda: flight.engine.download(status, video, lambda: flight.done or flight.cancel_requested),
+            )
+            flight.progress(STORING_PERCENT, Stage.STORING)
             key = result_key(task)
             self.storage.put_file(key, video, "video/mp4")
         finally:
@@ -483,11 +542,15 @@ class RelayPool:
         recorded, _ = self._record(
             lambda: self.store.succeed(task.task_id, self.worker_id, now_ms(), key, round(seconds * 1000))
         )
-        if not recorded:
+        if recorded:
+            count_finished(task, TaskStatus.SUCCEEDED)
+        else:
             current = self.store.get(task.task_id)
             if current is None or current.result_key != key:
                 log.warning("task %s finished after losing its lease; result discarded", task.task_id)
                 self.storage.delete(key)
+            else:
+                count_finished(task, TaskStatus.SUCCEEDED)  # recorded by an earlier try
         self._let_go(flight)
 
     def _cancel(self, flight: InFlight) -> None:
@@ -495,11 +558,12 @@ class RelayPool:
         reference = flight.state.reference
         if reference is not None:
             try:
-                if not flight.engine.cancel(reference):
+                if not upstream_call("cancel", lambda: flight.engine.cancel(reference)):
                     log.info("task %s canceled here; its upstream task was already running", task.task_id)
             except UpstreamError as exc:
                 log.info("task %s canceled here; the upstream cancel failed: %s", task.task_id, exc.detail)
-        self._record(lambda: self.store.finish_canceled(task.task_id, self.worker_id, now_ms()))
+        if self._record(lambda: self.store.finish_canceled(task.task_id, self.worker_id, now_ms()))[0]:
+            count_finished(task, TaskStatus.CANCELED)
         self._let_go(flight)
 
     def _fail(self, flight: InFlight, exc: VideosynthError) -> None:
@@ -507,11 +571,13 @@ class RelayPool:
         code = exc.upstream_code if isinstance(exc, UpstreamError) else None
         kind = exc.kind
         log.info("task %s failed: %s %s %s", task.task_id, kind.value, code or "", exc.detail or "")
-        self._record(
+        recorded, _ = self._record(
             lambda: self.store.fail(
                 task.task_id, self.worker_id, now_ms(), kind, exc.detail, upstream_code=code
             )
         )
+        if recorded:
+            count_finished(task, TaskStatus.FAILED)
         self._let_go(flight)
 
     # --- the request --------------------------------------------------------------------------------

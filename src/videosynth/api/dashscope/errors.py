@@ -20,7 +20,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from videosynth.errors import ErrorKind, VideosynthError
+from videosynth.errors import ErrorKind, QuotaExceeded, VideosynthError
 from videosynth.ids import uuid4_text
 from videosynth.tasks.models import Task
 
@@ -56,6 +56,25 @@ ERRORS: dict[ErrorKind, WireError] = {
         "Failed to cancel the task, please confirm if the task is in PENDING status.",
     ),
     ErrorKind.PAYLOAD_TOO_LARGE: WireError(413, "InvalidParameter", "The request body is too large."),
+    # Our extension (the hosted service takes no Idempotency-Key); 409 as Stripe and the IETF draft answer it.
+    ErrorKind.IDEMPOTENCY_CONFLICT: WireError(
+        409,
+        "InvalidParameter.IdempotencyKey",
+        "This Idempotency-Key was used for a different request within the last 24 hours.",
+    ),
+    # The hosted service's throttling codes and words; SDK v2 maps Throttling* to RateLimitError and retries
+    # after Retry-After.
+    ErrorKind.RATE_LIMITED: WireError(
+        429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later."
+    ),
+    ErrorKind.QUEUE_FULL: WireError(
+        429, "Throttling.AllocationQuota", "Allocated quota exceeded, please increase your quota limit."
+    ),
+    ErrorKind.STORAGE_QUOTA: WireError(
+        429,
+        "Throttling.AllocationQuota",
+        "Stored reference quota exceeded: wait for earlier tasks and uploads to expire, or send images as URLs.",
+    ),
     ErrorKind.MEDIA_UNUSABLE: WireError(
         400, "InvalidParameter", "The media format is not supported or incorrect for the data inspection."
     ),
@@ -172,19 +191,22 @@ def request_id(request: Request) -> str:
     return rid
 
 
-def json_response(request: Request, body: dict[str, Any], status: int = 200) -> Response:
+def json_response(
+    request: Request, body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     rid = request_id(request)
-    headers = {"x-request-id": rid}
-    if 400 <= status < 500:
-        # SDK v2 retries some statuses even for submit; a deterministic refusal must not be retried.
+    headers = {"x-request-id": rid, **(headers or {})}
+    if 400 <= status < 500 and status != 429:
+        # SDK v2 retries some statuses even for submit; a deterministic refusal must not be retried. A 429
+        # is worth retrying, after its Retry-After.
         headers["x-should-retry"] = "false"
     # orjson: about 1 us for a task answer against 16 us for json.dumps, on every poll.
     content = orjson.dumps({"request_id": rid, **body})
     return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(request: Request, error: WireError) -> Response:
-    return json_response(request, {"code": error.code, "message": error.message}, error.status)
+def error_response(request: Request, error: WireError, headers: dict[str, str] | None = None) -> Response:
+    return json_response(request, {"code": error.code, "message": error.message}, error.status, headers)
 
 
 def render_exception(request: Request, exc: Exception) -> Response:
@@ -193,6 +215,8 @@ def render_exception(request: Request, exc: Exception) -> Response:
         error = wire_error(exc)
         if error.status >= 500:
             log.error("request failed: %s", exc, exc_info=exc)
+        if isinstance(exc, QuotaExceeded):
+            return error_response(request, error, {"retry-after": str(exc.retry_after_s)})
         return error_response(request, error)
     if isinstance(exc, WireRefusal):
         return error_response(request, exc.error)

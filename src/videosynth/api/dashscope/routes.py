@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
@@ -25,11 +30,12 @@ from videosynth.api.dashscope.errors import (
     request_id,
 )
 from videosynth.api.dashscope.uploads import UPLOAD_PATH, policy_data, receive_upload
-from videosynth.api.services import Services, TaskRequest, now_ms
+from videosynth.api.services import Services, SubmitIdentity, TaskRequest, now_ms
 from videosynth.errors import InvalidRequest, NotCancelable
 from videosynth.storage.base import ObjectExists, Storage
 from videosynth.tasks.models import CancelOutcome, TaskStatus
 
+log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
 # Nine 20 MB images as base64 data URLs, plus the JSON around them.
@@ -66,7 +72,12 @@ def dashscope_routes(services: Services) -> list[Route]:
             raise WireRefusal(BODY_INVALID.status, BODY_INVALID.code, BODY_INVALID.message) from None
         resolve_oss = request.headers.get("x-dashscope-ossresourceresolve", "").strip().lower() == "enable"
         parsed = wire_requests.parse_submit(body, catalog, resolve_oss=resolve_oss)
-        task = await services.create_task(
+        again = submit_identity(request, body, raw, resolve_oss)
+
+        async def client_gone() -> bool:
+            return await request.is_disconnected()
+
+        submitted = await services.submit(
             key,
             request_id(request),
             TaskRequest(
@@ -79,13 +90,18 @@ def dashscope_routes(services: Services) -> list[Route]:
                 seed=parsed.seed,
                 watermark=parsed.watermark,
             ),
+            again,
+            client_gone,
         )
-        return json_response(request, responses.submitted(task.task_id))
+        # A replay answers as the first try was answered: the task as it was submitted.
+        headers = {"idempotent-replayed": "true"} if submitted.replayed else None
+        return json_response(request, responses.submitted(submitted.task_id), headers=headers)
 
     @route("GET", "/api/v1/tasks/{task_id}")
     async def query(request: Request) -> Response:
         task_id: str = request.path_params["task_id"]
         key = await auth.authenticate(request.headers.get("authorization"))
+        await services.admit_query(key)
         task = await services.calls.get_task(task_id)
         if task is None or task.account_id != key.account_id:
             return json_response(request, responses.unknown_output(task_id))
@@ -108,6 +124,7 @@ def dashscope_routes(services: Services) -> list[Route]:
     @route("GET", "/api/v1/tasks", "/api/v1/tasks/")
     async def list_tasks(request: Request) -> Response:
         key = await auth.authenticate(request.headers.get("authorization"))
+        await services.admit_query(key)
         q = wire_requests.parse_list_query(request.query_params, tz, now_ms())
         if q.filter is None:
             return json_response(request, responses.list_page(0, q.page_no, q.page_size, []))
@@ -123,6 +140,7 @@ def dashscope_routes(services: Services) -> list[Route]:
             raise InvalidRequest(
                 "Required parameter(action) missing or invalid; only getPolicy is supported."
             )
+        await services.check_upload_room(key)
         policy = uploads.issue(services.upload_secret, key.account_id, time.time())
         return json_response(request, {"data": policy_data(policy, settings.public_url)})
 
@@ -132,6 +150,7 @@ def dashscope_routes(services: Services) -> list[Route]:
             received = await receive_upload(request, services.upload_secret, Path(scratch))
             assert received.file is not None
             content_type = received.fields.get("x-oss-content-type") or "application/octet-stream"
+            size = received.file.stat().st_size
             await run_in_threadpool(
                 _store_upload,
                 storage,
@@ -139,13 +158,58 @@ def dashscope_routes(services: Services) -> list[Route]:
                 received.file,
                 content_type,
             )
+        owner = uploads.owner_of(received.object_key)
+        if owner is not None:
+            try:
+                await services.record_upload(
+                    owner,
+                    uploads.STORAGE_PREFIX + received.object_key,
+                    size,
+                    uploads.UPLOAD_KEEP_DAYS * 86400,
+                )
+            except Exception:
+                log.warning("could not count an upload against its account's quota", exc_info=True)
         return Response(status_code=200)
 
     @route("GET", "/api/v1/models")
     async def models(request: Request) -> Response:
-        return json_response(request, {"data": [m.describe() for m in catalog]})
+        # Open to all, as before; with a key it also shows that key's effective limits.
+        body: dict[str, Any] = {"data": [m.describe() for m in catalog]}
+        if request.headers.get("authorization"):
+            key = await auth.authenticate(request.headers.get("authorization"))
+            body["limits"] = services.limits(key).describe()
+        else:
+            body["limits"] = services.default_limits().describe()
+        return json_response(request, body)
 
     return routes
+
+
+#: An Idempotency-Key is an opaque string of visible ASCII (as in the IETF draft and Stripe's API).
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def submit_identity(request: Request, body: object, raw: bytes, resolve_oss: bool) -> SubmitIdentity | None:
+    """How this submit is recognised if it comes again: its Idempotency-Key, else the SDK session that may
+    retry it by itself; None for a client that does neither."""
+    idempotency_key = request.headers.get("idempotency-key")
+    session = request.headers.get("x-dashscope-sdk-session-id")
+    if idempotency_key is None and not session:
+        return None
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters.")
+    try:
+        # The same JSON, whatever its key order or spacing, is the same request.
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer past 64 bits, say: the bytes as sent
+        canonical = raw
+    digest = hashlib.sha256(canonical)
+    digest.update(b"\x00oss-resolve" if resolve_oss else b"\x00")
+    return SubmitIdentity(
+        fingerprint=digest.hexdigest(),
+        idempotency_key=idempotency_key,
+        session=session[:200] if idempotency_key is None and session else None,
+    )
 
 
 def _store_upload(storage: Storage, key: str, path: Path, content_type: str) -> None:
