@@ -332,3 +332,59 @@ def test_relay_calls_are_counted_by_operation_and_outcome() -> None:
     ]:
         labels = {"operation": operation, "outcome": outcome}
         assert value(after, name, **labels) - value(before, name, **labels) == 1, labels
+
+
+def test_a_standalone_worker_serves_its_own_metrics(
+    metered: LiveServer, image_server: ImageServer, tmp_path: Path
+) -> None:
+    """At scale workers run apart from the API (`videosynth worker`): each serves its counts on its own port."""
+    write_image(image_server.root / "a.png", 800, 600, seed=4)
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    settings = metered.settings
+    env = {
+        **os.environ,
+        "VIDEOSYNTH_DATABASE_URL": settings.database_url,
+        "VIDEOSYNTH_STORAGE_URL": settings.storage_url,
+        "VIDEOSYNTH_WORK_DIR": str(tmp_path / "worker"),
+        "VIDEOSYNTH_MEDIA_ALLOW_PRIVATE": "1",
+        "VIDEOSYNTH_WORKER_METRICS_LISTEN": f"127.0.0.1:{port}",
+        "VIDEOSYNTH_METRICS_TOKEN": "scrape-me",
+    }
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "videosynth", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            try:
+                assert requests.get(url, timeout=1).status_code == 401  # the token guards it here too
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        task_id = metered.submit(r2v_body([image_server.url("a.png")], duration=3)).json()["output"][
+            "task_id"
+        ]
+        assert metered.wait(task_id)["output"]["task_status"] == "SUCCEEDED"
+        r = requests.get(url, headers={"Authorization": "Bearer scrape-me"}, timeout=5)
+        assert r.status_code == 200
+        families, samples = parse(r.text)
+        assert {
+            "videosynth_tasks_finished",
+            "videosynth_worker_heartbeats",
+            "videosynth_engine_restarts",
+        } <= families
+        assert value(samples, "videosynth_tasks_finished_total", engine="animatic", status="SUCCEEDED") == 1
+        assert (
+            value(samples, "videosynth_task_stage_duration_seconds_count", engine="animatic", stage="storing")
+            == 1
+        )
+        assert requests.get(url.replace("/metrics", "/other"), timeout=5).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(60)

@@ -720,3 +720,33 @@ def test_stored_bytes_count_uploads_until_they_expire_and_references_while_their
     assert store.succeed(task.task_id, "w", 3000, "results/x.mp4", 5000)
     assert store.stored_bytes("acct-1", 3000) == 100
     assert store.stored_bytes("acct-1", 6000) == 0 and store.stored_bytes("acct-2", 4000) == 1
+
+
+def test_pending_counts_follow_every_way_a_task_leaves_or_reenters_the_queue(
+    store_factory: Callable[[], TaskStore],
+) -> None:
+    """The queue cap reads counters the tasks table's triggers keep; after claims, cancels, hand-backs,
+    requeues, timeouts and purges they must still equal a count of the table."""
+    store = store_factory()
+    for i in range(6):
+        store.create(new_task(i))
+    store.create_many([new_task(10 + i, account="acct-2") for i in range(3)])
+    a = store.claim("w", 100, 1000)
+    b = store.claim("w", 100, 1000)
+    assert a is not None and b is not None
+    assert store.release(a.task_id, "w")  # back to PENDING
+    pending = [t for t in store.list("acct-1", TaskFilter(status=TaskStatus.PENDING), 0, 100)[1]]
+    assert store.cancel_pending(pending[0].task_id, "acct-1", 200)
+    store.requeue_expired(5000, max_attempts=3)  # b's lease ran out: PENDING again
+    store.maintain(10**9, max_attempts=3, timeout_ms=10**12, retention_ms=10**12)
+    for account in ("acct-1", "acct-2"):
+        waiting = store.list(account, TaskFilter(status=TaskStatus.PENDING), 0, 100)[0]
+        cap = QueueCap(waiting)
+        extra = new_task(300, account=account)
+        with pytest.raises(QueueFull):  # exactly at its cap: the counter says what the table says
+            store.create_many([extra], {extra.task_id: cap})
+        store.create_many([extra], {extra.task_id: QueueCap(waiting + 1)})
+    # Purged PENDING tasks leave the count too.
+    store.maintain(10**12, max_attempts=3, timeout_ms=1, retention_ms=1)
+    extra = new_task(10**12)
+    store.create_many([extra], {extra.task_id: QueueCap(1)})

@@ -367,6 +367,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker_models=_csv(args.models) or settings.worker_models,
         worker_engines=_csv(args.engine) or settings.worker_engines,
     )
+    if settings.worker_metrics_listen:
+        host, _, port = settings.worker_metrics_listen.rpartition(":")
+        scrape = metrics.serve_registry(host.strip("[]"), int(port), token=settings.metrics_token)
+        print(f"worker metrics on http://{settings.worker_metrics_listen}/metrics", flush=True)
+        try:
+            run_worker_process(settings)
+        finally:
+            scrape.shutdown()
+        return 0
     run_worker_process(settings)
     return 0
 

@@ -48,6 +48,7 @@ class Settings:
     s3_secret_access_key: str | None = None
     s3_region: str | None = None
     metrics_token: str | None = None
+    worker_metrics_listen: str | None = None  # host:port of a standalone worker's own /metrics
     log_format: str | None = None  # json or text; None: text on a terminal, else json (decided at the edge)
 
     @property
@@ -116,6 +117,11 @@ class Settings:
             "metrics_token",
             "VIDEOSYNTH_METRICS_TOKEN",
             "bearer token GET /metrics requires (default: none, /metrics is open)",
+        ),
+        (
+            "worker_metrics_listen",
+            "VIDEOSYNTH_WORKER_METRICS_LISTEN",
+            "host:port where a standalone `videosynth worker` serves its own /metrics (default: none)",
         ),
         (
             "log_format",
@@ -217,6 +223,12 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
         out["work_dir"] = Path(str(out["work_dir"]))
     if out.get("models_file") is not None:
         out["models_file"] = Path(str(out["models_file"]))
+    if out.get("worker_metrics_listen") is not None:
+        host, sep, port = str(out["worker_metrics_listen"]).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"VIDEOSYNTH_WORKER_METRICS_LISTEN must be host:port, got {out['worker_metrics_listen']!r}"
+            )
     if out.get("log_format") is not None:
         out["log_format"] = str(out["log_format"]).strip().lower()
         if out["log_format"] not in ("json", "text"):

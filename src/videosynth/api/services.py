@@ -91,11 +91,21 @@ class Services:
         self.auth = Authenticator(self.calls)
         self._links: dict[tuple[str, int], str] = {}
         self.rates = RateLimiter(self.calls)
+        self._limits: dict[int, tuple[ApiKey, EffectiveLimits]] = {}
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self.upload_secret = store.get_or_create_secret(UPLOAD_SECRET, lambda: secrets.token_urlsafe(32))
 
     def limits(self, key: ApiKey) -> EffectiveLimits:
-        return EffectiveLimits.of(key, self.settings)
+        # Per key object: the authenticator hands out the same object for a second, and merging the limits
+        # again would cost every poll about 5 us.
+        cached = self._limits.get(id(key))
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        limits = EffectiveLimits.of(key, self.settings)
+        if len(self._limits) >= _MAX_CACHED_LINKS:
+            self._limits.clear()
+        self._limits[id(key)] = (key, limits)
+        return limits
 
     def default_limits(self) -> EffectiveLimits:
         """The limits of an account and key that set none of their own."""

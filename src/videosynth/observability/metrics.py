@@ -12,6 +12,8 @@ the queue is already there, and a worker that dies takes nothing with it but its
 from __future__ import annotations
 
 import bisect
+import hmac
+import http.server
 import itertools
 import logging
 import threading
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -279,3 +281,38 @@ class HttpMetrics(Collector):
             les = [repr(float(b)) for b in self._bounds] + ["+Inf"]  # as prometheus_client writes them
             duration.add_metric([route, method], list(zip(les, cumulative, strict=True)), sum_value=total)
         return [requests, duration]
+
+
+def serve_registry(
+    host: str, port: int, registry: CollectorRegistry = WORKER_REGISTRY, token: str | None = None
+) -> http.server.ThreadingHTTPServer:
+    """``GET /metrics`` of ``registry`` on its own port, in a daemon thread (a standalone worker has no API to
+    answer scrapes); behind ``Authorization: Bearer <token>`` when a token is set. Returns the server, for
+    its ``server_address`` and ``shutdown``."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    class Scrape(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self._answer(404, b"not found\n", "text/plain")
+            elif expected is not None and not hmac.compare_digest(
+                self.headers.get("authorization", "").encode(), expected
+            ):
+                self._answer(401, b"a bearer token is required\n", "text/plain")
+            else:
+                self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None  # scrapes every few seconds are not worth a log line each
+
+    server = http.server.ThreadingHTTPServer((host, port), Scrape)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server

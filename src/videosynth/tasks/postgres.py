@@ -99,6 +99,9 @@ class PostgresTaskStore(SqlTaskStore):
         # caps need their counts and the insert in one transaction.
         if not tasks:
             return
+        # In account and key order: the pending-count trigger locks one counter row per account and key, and
+        # batches committed at once by several replicas must take them in the same order.
+        tasks = sorted(tasks, key=lambda t: (t.account_id, t.api_key_id))
         task_rows, media_rows = new_task_rows(tasks)
         capped = bool(caps) and any(c.limit > 0 for c in caps.values())  # type: ignore[union-attr]
         with self._transaction() if capped else self._db() as conn:

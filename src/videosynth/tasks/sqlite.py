@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import select
 import sqlite3
 import stat
@@ -38,10 +39,28 @@ MIGRATIONS = (
 )
 
 
+_BEGIN = re.compile(r"\bBEGIN\b")
+
+
 def split_statements(sql: str) -> list[str]:
     # Comments go first: they may contain semicolons.
     sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    return [s for s in sql.split(";") if s.strip()]
+    statements: list[str] = []
+    current = ""
+    for piece in sql.split(";"):
+        current = f"{current};{piece}" if current else piece
+        # A trigger's BEGIN ... END and a $$-quoted function body hold semicolons of their own.
+        upper = current.upper()
+        if current.count("$$") % 2 == 1 or (
+            "CREATE TRIGGER" in upper and _BEGIN.search(upper) and not upper.rstrip().endswith("END")
+        ):
+            continue
+        if current.strip():
+            statements.append(current)
+        current = ""
+    if current.strip():
+        statements.append(current)
+    return statements
 
 
 def _close(conn: sqlite3.Connection) -> None:

@@ -41,3 +41,36 @@ CREATE INDEX stored_inputs_account ON stored_inputs (account_id, expires_ms);
 CREATE INDEX stored_inputs_expires ON stored_inputs (expires_ms);
 -- Queue caps set on a key count its own waiting tasks.
 CREATE INDEX tasks_key_status ON tasks (api_key_id, status)
+;
+-- PENDING tasks per account ('a:<id>') and per key ('k:<id>'), kept by a trigger in the transaction that
+-- changes a task, so a queue cap reads one row instead of counting a backlog of any size.
+CREATE TABLE pending_counts (
+    scope TEXT PRIMARY KEY,
+    n BIGINT NOT NULL
+);
+INSERT INTO pending_counts (scope, n)
+    SELECT 'a:' || account_id, count(*) FROM tasks WHERE status = 'PENDING' GROUP BY account_id;
+INSERT INTO pending_counts (scope, n)
+    SELECT 'k:' || api_key_id, count(*) FROM tasks WHERE status = 'PENDING' GROUP BY api_key_id;
+CREATE FUNCTION videosynth_pending_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.status = 'PENDING' THEN
+            INSERT INTO pending_counts (scope, n) VALUES ('a:' || NEW.account_id, 1), ('k:' || NEW.api_key_id, 1)
+                ON CONFLICT (scope) DO UPDATE SET n = pending_counts.n + 1;
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        IF OLD.status = 'PENDING' THEN
+            UPDATE pending_counts SET n = n - 1 WHERE scope IN ('a:' || OLD.account_id, 'k:' || OLD.api_key_id);
+        END IF;
+    ELSIF OLD.status = 'PENDING' AND NEW.status <> 'PENDING' THEN
+        UPDATE pending_counts SET n = n - 1 WHERE scope IN ('a:' || OLD.account_id, 'k:' || OLD.api_key_id);
+    ELSIF NEW.status = 'PENDING' AND OLD.status <> 'PENDING' THEN
+        INSERT INTO pending_counts (scope, n) VALUES ('a:' || NEW.account_id, 1), ('k:' || NEW.api_key_id, 1)
+            ON CONFLICT (scope) DO UPDATE SET n = pending_counts.n + 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER tasks_pending_counts AFTER INSERT OR DELETE OR UPDATE OF status ON tasks
+    FOR EACH ROW EXECUTE FUNCTION videosynth_pending_counts()

@@ -41,3 +41,34 @@ CREATE INDEX stored_inputs_account ON stored_inputs (account_id, expires_ms);
 CREATE INDEX stored_inputs_expires ON stored_inputs (expires_ms);
 -- Queue caps set on a key count its own waiting tasks.
 CREATE INDEX tasks_key_status ON tasks (api_key_id, status)
+;
+-- PENDING tasks per account ('a:<id>') and per key ('k:<id>'), kept by triggers in the transaction that
+-- changes a task, so a queue cap reads one row instead of counting a backlog of any size.
+CREATE TABLE pending_counts (
+    scope TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+);
+INSERT INTO pending_counts (scope, n)
+    SELECT 'a:' || account_id, count(*) FROM tasks WHERE status = 'PENDING' GROUP BY account_id;
+INSERT INTO pending_counts (scope, n)
+    SELECT 'k:' || api_key_id, count(*) FROM tasks WHERE status = 'PENDING' GROUP BY api_key_id;
+CREATE TRIGGER tasks_pending_insert AFTER INSERT ON tasks WHEN NEW.status = 'PENDING'
+BEGIN
+    INSERT INTO pending_counts (scope, n) VALUES ('a:' || NEW.account_id, 1), ('k:' || NEW.api_key_id, 1)
+        ON CONFLICT (scope) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_pending_enter AFTER UPDATE OF status ON tasks
+    WHEN NEW.status = 'PENDING' AND OLD.status <> 'PENDING'
+BEGIN
+    INSERT INTO pending_counts (scope, n) VALUES ('a:' || NEW.account_id, 1), ('k:' || NEW.api_key_id, 1)
+        ON CONFLICT (scope) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_pending_leave AFTER UPDATE OF status ON tasks
+    WHEN OLD.status = 'PENDING' AND NEW.status <> 'PENDING'
+BEGIN
+    UPDATE pending_counts SET n = n - 1 WHERE scope IN ('a:' || OLD.account_id, 'k:' || OLD.api_key_id);
+END;
+CREATE TRIGGER tasks_pending_delete AFTER DELETE ON tasks WHEN OLD.status = 'PENDING'
+BEGIN
+    UPDATE pending_counts SET n = n - 1 WHERE scope IN ('a:' || OLD.account_id, 'k:' || OLD.api_key_id);
+END
