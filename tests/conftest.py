@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,13 +120,11 @@ def catalog() -> Catalog:
     return Catalog.default("animatic")
 
 
-@pytest.fixture
-def live_server(settings: Settings, store: SqliteTaskStore, catalog: Catalog) -> Iterator[LiveServer]:
-    sock = free_socket()
+@contextmanager
+def serving(app: object, sock: socket.socket | None = None) -> Iterator[str]:
+    """``app`` under a real uvicorn on loopback (on ``sock`` if given), in a thread; yields its base URL."""
+    sock = sock or free_socket()
     port = sock.getsockname()[1]
-    settings = settings.replace(public_url=f"http://127.0.0.1:{port}")
-    storage = build_storage(settings, store)
-    app = create_app(settings=settings, store=store, storage=storage, catalog=catalog)
     server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -133,10 +132,22 @@ def live_server(settings: Settings, store: SqliteTaskStore, catalog: Catalog) ->
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.01)
-    yield LiveServer(f"http://127.0.0.1:{port}", settings, store, storage, make_key(store))
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def live_server(settings: Settings, store: SqliteTaskStore, catalog: Catalog) -> Iterator[LiveServer]:
+    sock = free_socket()
+    settings = settings.replace(public_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
+    storage = build_storage(settings, store)
+    app = create_app(settings=settings, store=store, storage=storage, catalog=catalog)
+    with serving(app, sock) as base_url:
+        yield LiveServer(base_url, settings, store, storage, make_key(store))
 
 
 @pytest.fixture

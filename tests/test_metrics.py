@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +15,12 @@ from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SUBMIT_PATH, ImageServer, LiveServer, free_socket, make_key, write_image
+from conftest import SUBMIT_PATH, ImageServer, LiveServer, free_socket, serving, write_image
 from test_end_to_end import r2v_body
 from videosynth.api.app import create_app
-from videosynth.api.server import uvicorn_config
 from videosynth.apikeys import new_api_key
 from videosynth.catalog import Catalog
 from videosynth.observability.metrics import (
@@ -76,41 +73,6 @@ def scrape(base_url: str, token: str | None = None) -> tuple[set[str], Samples]:
 
 
 @contextmanager
-def serving(app: object, sock: socket.socket | None = None) -> Iterator[str]:
-    sock = sock or free_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-@pytest.fixture
-def metered(settings: Settings, store: SqliteTaskStore, catalog: Catalog) -> Iterator[LiveServer]:
-    """A live server whose /metrics counts the task table too."""
-    sock = free_socket()
-    settings = settings.replace(public_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
-    storage = build_storage(settings, store)
-    app = create_app(
-        settings=settings,
-        store=store,
-        storage=storage,
-        catalog=catalog,
-    )
-    with serving(app, sock) as base_url:
-        yield LiveServer(base_url, settings, store, storage, make_key(store))
-
-
-@contextmanager
 def worker_thread(server: LiveServer, catalog: Catalog) -> Iterator[Worker]:
     store = build_store(server.settings)
     w = Worker(settings=server.settings, store=store, storage=server.storage, catalog=catalog)
@@ -125,30 +87,34 @@ def worker_thread(server: LiveServer, catalog: Catalog) -> Iterator[Worker]:
         store.close()
 
 
-def test_a_task_moves_every_family(metered: LiveServer, image_server: ImageServer, catalog: Catalog) -> None:
+def test_a_task_moves_every_family(
+    live_server: LiveServer, image_server: ImageServer, catalog: Catalog
+) -> None:
     write_image(image_server.root / "a.png", 800, 600, seed=1)
     model = "happyhorse-1.0-r2v"
-    _, before = scrape(metered.base_url)
-    task_id = metered.submit(r2v_body([image_server.url("a.png")], duration=5)).json()["output"]["task_id"]
-    assert requests.get(metered.base_url + "/no/such/path", timeout=10).status_code == 404
+    _, before = scrape(live_server.base_url)
+    task_id = live_server.submit(r2v_body([image_server.url("a.png")], duration=5)).json()["output"][
+        "task_id"
+    ]
+    assert requests.get(live_server.base_url + "/no/such/path", timeout=10).status_code == 404
 
     # No worker yet: the task waits, and the queue says so.
     time.sleep(0.3)
-    families, queued = scrape(metered.base_url)
+    families, queued = scrape(live_server.base_url)
     assert families >= FAMILIES, FAMILIES - families
     assert value(queued, "videosynth_queue_depth", engine="animatic") == 1
     assert value(queued, "videosynth_queue_oldest_age_seconds", engine="animatic") >= 0.2
     assert value(queued, "videosynth_tasks", status="PENDING", model=model) == 1
 
-    with worker_thread(metered, catalog):
+    with worker_thread(live_server, catalog):
         polls = 0
         deadline = time.monotonic() + 120
-        while metered.query(task_id)["output"]["task_status"] != "SUCCEEDED":
+        while live_server.query(task_id)["output"]["task_status"] != "SUCCEEDED":
             polls += 1
             assert time.monotonic() < deadline, "the task did not finish"
             time.sleep(0.1)
         polls += 1
-        _, after = scrape(metered.base_url)
+        _, after = scrape(live_server.base_url)
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -335,14 +301,14 @@ def test_relay_calls_are_counted_by_operation_and_outcome() -> None:
 
 
 def test_a_standalone_worker_serves_its_own_metrics(
-    metered: LiveServer, image_server: ImageServer, tmp_path: Path
+    live_server: LiveServer, image_server: ImageServer, tmp_path: Path
 ) -> None:
     """At scale workers run apart from the API (`videosynth worker`): each serves its counts on its own port."""
     write_image(image_server.root / "a.png", 800, 600, seed=4)
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    settings = metered.settings
+    settings = live_server.settings
     env = {
         **os.environ,
         "VIDEOSYNTH_DATABASE_URL": settings.database_url,
@@ -367,10 +333,10 @@ def test_a_standalone_worker_serves_its_own_metrics(
                 break
             except requests.ConnectionError:
                 time.sleep(0.2)
-        task_id = metered.submit(r2v_body([image_server.url("a.png")], duration=3)).json()["output"][
+        task_id = live_server.submit(r2v_body([image_server.url("a.png")], duration=3)).json()["output"][
             "task_id"
         ]
-        assert metered.wait(task_id)["output"]["task_status"] == "SUCCEEDED"
+        assert live_server.wait(task_id)["output"]["task_status"] == "SUCCEEDED"
         r = requests.get(url, headers={"Authorization": "Bearer scrape-me"}, timeout=5)
         assert r.status_code == 200
         families, samples = parse(r.text)
