@@ -31,7 +31,8 @@ check: install
 	$(BIN)/lint-imports
 
 # The tests start a throwaway PostgreSQL from the local server binaries, and drive the server with curl, Node and
-# Java (single-file source mode needs a JDK's compiler); install whichever of them this machine lacks.
+# Java (single-file source mode needs a JDK's compiler), and the web console in Debian's Chromium; install whichever
+# of them this machine lacks.
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
@@ -47,6 +48,9 @@ system-deps:
 	command -v javac >/dev/null 2>&1 || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -17,6 +17,11 @@ PACKAGE = ROOT / "src" / "videosynth"
 DIALECT = PACKAGE / "api" / "dashscope"
 # The relay engine is a DashScope client: its upstream's wire lives in its own package, and only there.
 RELAY_CLIENT = PACKAGE / "engines" / "dashscope"
+# So are the web console (a page calling this server's /api/v1) and the command-line client: each keeps the
+# wire it speaks to its own package.
+CONSOLE = PACKAGE / "api" / "console"
+CLI_CLIENT = PACKAGE / "client"
+WIRE_CLIENTS = {DIALECT, RELAY_CLIENT, CONSOLE, CLI_CLIENT}
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 # Field names, header names, codes and usage keys of the DashScope wire.
@@ -64,6 +69,8 @@ def test_import_layers_hold() -> None:
         ("worker/host.py", "import diffusers", "torch and diffusers only inside"),
         ("observability/metrics.py", "import videosynth.api.app", "The domain never imports the API"),
         ("observability/logs.py", "from videosynth.tasks import models", "Observability depends on no other"),
+        ("client/dashscope.py", "import videosynth.api.app", "The command-line client imports nothing"),
+        ("worker/loop.py", "import videosynth.client.commands", "The domain never imports the API"),
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
@@ -80,7 +87,7 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line:
 def test_no_wire_names_outside_the_dialect_package() -> None:
     offenders = []
     for path in sorted(PACKAGE.rglob("*")):
-        if not path.is_file() or {DIALECT, RELAY_CLIENT} & set(path.parents) or "__pycache__" in path.parts:
+        if not path.is_file() or WIRE_CLIENTS & set(path.parents) or "__pycache__" in path.parts:
             continue
         for number, text in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             if WIRE_NAMES.search(text):
@@ -92,3 +99,21 @@ def test_the_wire_name_check_sees_a_wire_name(tmp_path: Path) -> None:
     # The pattern itself, on lines the domain must never contain.
     for line in ('output["task_status"] = "PENDING"', "X-DashScope-Async", 'usage["SR"]', "InvalidFile.Size"):
         assert WIRE_NAMES.search(line), line
+
+
+# Field names, status words and error words of the OpenAI-style wire: only its dialect package speaks them.
+OPENAI_DIALECT = PACKAGE / "api" / "openai"
+OPENAI_WIRE_NAMES = re.compile(
+    r"in_progress|input_reference|invalid_request_error|rate_limit_exceeded|video\.deleted|remixed_from"
+)
+
+
+def test_no_openai_wire_names_outside_its_dialect_package() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*")):
+        if not path.is_file() or OPENAI_DIALECT in path.parents or "__pycache__" in path.parts:
+            continue
+        for number, text in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            if OPENAI_WIRE_NAMES.search(text):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {text.strip()}")
+    assert offenders == []

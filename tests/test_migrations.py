@@ -12,7 +12,7 @@ import pytest
 from videosynth.api.dashscope import responses
 from videosynth.errors import ErrorKind
 from videosynth.tasks import postgres, sqlite
-from videosynth.tasks.models import TaskStatus
+from videosynth.tasks.models import GenerationParams, NewTask, TaskStatus
 from videosynth.tasks.sqlstore import SqlTaskStore
 
 PARAMS = {
@@ -82,8 +82,8 @@ def test_schema_1_tasks_read_correctly_after_the_migration(schema_1_store: SqlTa
     _insert_schema_1_task(store, "lost", "FAILED", error_code="InternalError", error_message="worker lost")
     _insert_schema_1_task(store, "waiting", "PENDING", end_time_ms=None)
 
-    assert store.migrate() == 6
-    assert store.migrate() == 6  # idempotent
+    assert store.migrate() == 7
+    assert store.migrate() == 7  # idempotent
 
     tz = ZoneInfo("UTC")
     failed = store.get("failed")
@@ -106,3 +106,49 @@ def test_schema_1_tasks_read_correctly_after_the_migration(schema_1_store: SqlTa
     assert now_failed is not None and now_failed.legacy_error is None
     out = responses.task_output(now_failed, tz, None)["output"]
     assert out["code"] == "InvalidFile.Size" and out["message"].startswith("Invalid file size.")
+
+
+def test_schema_7_recounts_the_queue_and_counts_each_new_task_once(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for kind in ("sqlite", "postgres"):
+        store: SqlTaskStore
+        if kind == "postgres":
+            store, module = postgres.PostgresTaskStore(request.getfixturevalue("pg_url")), postgres
+        else:
+            store, module = sqlite.SqliteTaskStore(tmp_path / "six.db"), sqlite
+        try:
+            with monkeypatch.context() as m:
+                m.setattr(module, "MIGRATIONS", module.MIGRATIONS[:6])
+                assert store.migrate() == 6
+            _insert_schema_1_task(store, "waiting-1", "PENDING", end_time_ms=None)
+            _insert_schema_1_task(store, "waiting-2", "PENDING", end_time_ms=None)
+            with store._transaction() as conn:  # a counter gone wrong under schema 6
+                store._execute(conn, "UPDATE pending_counts SET n = 40 WHERE scope = 'a:acct'")
+            assert store.migrate() == 7
+            assert _counts(store) == {"a:acct": 2, "k:key": 2}
+            store.create_many([_new_task("waiting-3"), _new_task("waiting-4")])
+            assert _counts(store) == {"a:acct": 4, "k:key": 4}
+        finally:
+            store.close()
+
+
+def _counts(store: SqlTaskStore) -> dict[str, int]:
+    with store._transaction() as conn:
+        rows = store._execute(conn, "SELECT scope, n FROM pending_counts").fetchall()
+    return {row["scope"]: int(row["n"]) for row in rows}
+
+
+def _new_task(task_id: str) -> NewTask:
+    return NewTask(
+        task_id=task_id,
+        account_id="acct",
+        api_key_id="key",
+        request_id="req",
+        model="happyhorse-1.1-r2v",
+        engine="animatic",
+        prompt="[Image 1]",
+        media_urls=("https://img.test/1.png",),
+        params=GenerationParams.from_dict(PARAMS),
+        submit_time_ms=3_000,
+    )

@@ -725,11 +725,14 @@ def test_stored_bytes_count_uploads_until_they_expire_and_references_while_their
 def test_pending_counts_follow_every_way_a_task_leaves_or_reenters_the_queue(
     store_factory: Callable[[], TaskStore],
 ) -> None:
-    """The queue cap reads counters the tasks table's triggers keep; after claims, cancels, hand-backs,
-    requeues, timeouts and purges they must still equal a count of the table."""
+    """The queue cap reads counters kept with the tasks (inserts count their batch, triggers the rest);
+    after idempotent creates, claims, cancels, hand-backs, requeues, timeouts and purges they must still
+    equal a count of the table."""
     store = store_factory()
     for i in range(6):
         store.create(new_task(i))
+    assert store.create_idempotent(new_task(7), "idem-1", "fp", 7)[1]
+    assert not store.create_idempotent(new_task(8), "idem-1", "fp", 8)[1]  # the same key: no task, no count
     store.create_many([new_task(10 + i, account="acct-2") for i in range(3)])
     a = store.claim("w", 100, 1000)
     b = store.claim("w", 100, 1000)
@@ -750,3 +753,61 @@ def test_pending_counts_follow_every_way_a_task_leaves_or_reenters_the_queue(
     store.maintain(10**12, max_attempts=3, timeout_ms=1, retention_ms=1)
     extra = new_task(10**12)
     store.create_many([extra], {extra.task_id: QueueCap(1)})
+
+
+def test_page_walks_one_account_by_cursor_both_ways(store: TaskStore) -> None:
+    # Two tasks share a submit time: the task id breaks the tie, and the cursor still visits each once.
+    mine = [new_task(t) for t in (10, 20, 20, 30, 40)]
+    store.create_many([*mine, new_task(25, account="acct-2")])
+    by_order = sorted(mine, key=lambda t: (t.submit_time_ms, t.task_id))
+    for newest_first, expected in ((True, by_order[::-1]), (False, by_order)):
+        seen: list[str] = []
+        after: Task | None = None
+        while True:
+            page = store.page("acct-1", after, 2, newest_first=newest_first)
+            if not page:
+                break
+            assert len(page) <= 2
+            seen += [t.task_id for t in page]
+            after = page[-1]
+        assert seen == [t.task_id for t in expected]
+    assert store.page("acct-3", None, 10) == []
+    first = store.page("acct-1", None, 1)[0]
+    assert first == store.get(first.task_id)
+
+
+def test_delete_task_removes_it_whatever_its_status(store: TaskStore) -> None:
+    running, pending, done = new_task(1), new_task(2, media=3), new_task(3)
+    store.create_many([running, done])
+    assert store.claim("w1", 5, LEASE) is not None  # running
+    assert store.claim("w2", 5, LEASE) is not None  # done
+    assert store.succeed(done.task_id, "w2", 6, "results/x.mp4", 5000)
+    store.create_many([pending], {pending.task_id: QueueCap(1)})
+    store.record_stored(
+        [StoredInput(f"inputs/{pending.task_id}/1", "acct-1", "key-1", pending.task_id, 1000, 10**15)]
+    )
+    assert store.stored_bytes("acct-1", 7) == 1000
+
+    assert store.delete_task(done.task_id, "acct-2") is None  # another account's
+    gone = store.delete_task(done.task_id, "acct-1")
+    assert gone is not None and gone.status is TaskStatus.SUCCEEDED and gone.result_key == "results/x.mp4"
+    assert store.get(done.task_id) is None
+    assert store.delete_task(done.task_id, "acct-1") is None  # already gone
+
+    gone = store.delete_task(pending.task_id, "acct-1")
+    assert gone is not None and gone.status is TaskStatus.PENDING and gone.media_urls == pending.media_urls
+    assert store.stored_bytes("acct-1", 7) == 0
+    # Its place in the queue is free again (the account's cap of 1 was full with it).
+    later = new_task(8)
+    store.create_many([later], {later.task_id: QueueCap(1)})
+    with pytest.raises(QueueFull):
+        extra = new_task(9)
+        store.create_many([extra], {extra.task_id: QueueCap(1)})
+
+    gone = store.delete_task(running.task_id, "acct-1")
+    assert gone is not None and gone.status is TaskStatus.RUNNING
+    # Its worker loses the task: the heartbeat says so, and the finish is refused.
+    assert store.heartbeat(running.task_id, "w1", 10, LEASE) is Lease.LOST
+    assert not store.succeed(running.task_id, "w1", 11, "results/y.mp4", 5000)
+    assert store.get(running.task_id) is None
+    assert all(t.task_id != running.task_id for t in store.list("acct-1", TaskFilter(), 0, 100)[1])

@@ -4,6 +4,7 @@ videosynth serve            API (+ embedded workers) on the embedded default
 videosynth worker           a standalone worker
 videosynth keys create|list|update|revoke
 videosynth db upgrade
+videosynth submit|tasks     the command-line client (videosynth.client)
 videosynth env              versions, for bug reports
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from videosynth import __version__
 from videosynth.api.limits import EffectiveLimits
 from videosynth.apikeys import display_prefix, hash_key, new_api_key
+from videosynth.client.commands import add_client_commands
 from videosynth.observability import metrics
 from videosynth.observability.logs import configure_logging, resolve_format
 from videosynth.settings import Settings
@@ -520,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print versions for bug reports")
     env.set_defaults(func=cmd_env)
+
+    add_client_commands(sub, os.environ)
     return parser
 
 

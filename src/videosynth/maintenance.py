@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from videosynth import uploads
 from videosynth.errors import VideosynthError
 from videosynth.inputs import InputSweeper
+from videosynth.media.thumbnail import thumbnail_key
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
 from videosynth.storage.local import LocalStorage
@@ -52,7 +53,8 @@ def run_maintenance(settings: Settings, store: TaskStore, storage: Storage) -> M
             _input_sweeper.sweep(storage, store)
         except VideosynthError as exc:
             log.warning("could not sweep inputs: %s", exc)
-    _delete_keys(storage, report.purged_result_keys)
+    # A result's still (made when a client first asked for it) goes with it.
+    _delete_keys(storage, [k for key in report.purged_result_keys for k in (key, thumbnail_key(key))])
     if report.requeued or report.failed_lost or report.timed_out or report.purged_result_keys:
         log.info(
             "maintenance: requeued %d, failed (lost) %d, timed out %d, purged %d",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 RESOLUTIONS = ("480P", "720P", "1080P")
 RATIOS = ("16:9", "9:16", "3:4", "4:3", "4:5", "5:4", "1:1", "9:21", "21:9")
 FPS = 24
@@ -50,3 +52,35 @@ def frame_size(resolution: str, ratio: str) -> tuple[int, int]:
 def tier(resolution: str) -> int:
     """The tier's nominal height: 480, 720 or 1080."""
     return int(resolution.rstrip("P"))
+
+
+def size_of(
+    width: int, height: int, resolutions: tuple[str, ...], ratios: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """The ``(resolution, ratio)`` of the table whose frame is exactly ``width`` x ``height``, among the
+    tiers and ratios given; None when no entry is."""
+    for (resolution, ratio), size in FRAME_SIZES.items():
+        if size == (width, height) and resolution in resolutions and ratio in ratios:
+            return resolution, ratio
+    return None
+
+
+def nearest_size(
+    width: int, height: int, resolutions: tuple[str, ...], ratios: tuple[str, ...]
+) -> tuple[str, str]:
+    """The ``(resolution, ratio)`` closest to a frame of ``width`` x ``height``: the ratio nearest in shape
+    (by the logarithm of width / height, so 2:1 and 1:2 are as far from 1:1), then, at that ratio, the tier
+    nearest in pixel count (by the logarithm of the area)."""
+    shape = math.log(width / height)
+    ratio = min(ratios, key=lambda r: abs(math.log(_ratio_value(r)) - shape))
+    area = math.log(width * height)
+    resolution = min(
+        resolutions,
+        key=lambda res: abs(math.log(FRAME_SIZES[(res, ratio)][0] * FRAME_SIZES[(res, ratio)][1]) - area),
+    )
+    return resolution, ratio
+
+
+def _ratio_value(ratio: str) -> float:
+    w, _, h = ratio.partition(":")
+    return int(w) / int(h)

@@ -12,12 +12,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videosynth import __version__
-from videosynth.api import dashscope
+from videosynth.api import dashscope, openai
+from videosynth.api.console import console_routes
+from videosynth.api.docs import docs_routes
 from videosynth.api.files import files_router
 from videosynth.api.observe import ObserveMiddleware, metrics_endpoint, metrics_registry
 from videosynth.api.services import Services
@@ -29,6 +32,24 @@ from videosynth.storage.base import Storage
 from videosynth.storage.local import LocalStorage
 from videosynth.tasks.models import TaskStatus
 from videosynth.tasks.store import TaskStore
+
+TITLE = "videosynth"
+
+
+def openapi_document(catalog: Catalog) -> dict[str, Any]:
+    """The OpenAPI document of every dialect this server speaks, for ``catalog``'s models."""
+    document = dashscope.openapi_document(catalog, title=TITLE, version=__version__)
+    # Each dialect names its components apart (OpenAI*), so the parts merge without collisions.
+    other = openai.openapi_document(catalog)
+    document["paths"].update(other["paths"])
+    for section, entries in other["components"].items():
+        document["components"].setdefault(section, {}).update(entries)
+    document["tags"] = [*document.get("tags", []), *other["tags"]]
+    document["info"]["description"] += (
+        " The same tasks are also served in the OpenAI-style Videos API under /v1/videos: a task created in "
+        "one dialect is read, listed and deleted or canceled in the other by the same id."
+    )
+    return document
 
 
 def create_app(
@@ -46,9 +67,9 @@ def create_app(
     # FastAPI's own OpenTelemetry hooks off: /metrics and the JSON logs are this server's telemetry, and the
     # hooks' check for a configured provider (environment reads, on every request) cost a poll about 11 us.
     app = FastAPI(
-        title="videosynth",
+        title=TITLE,
         version=__version__,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -67,8 +88,24 @@ def create_app(
     )
     services = Services(settings=settings, store=store, storage=storage, catalog=catalog)
     app.router.routes.extend(dashscope.dashscope_routes(services))
+    app.router.routes.extend(openai.openai_routes(services))
+    # The console's player loads results from wherever their links point: this server, or an object store.
+    app.router.routes.extend(console_routes(() if isinstance(storage, LocalStorage) else ("https:", "http:")))
     if isinstance(storage, LocalStorage):
         app.include_router(files_router(storage))
+    app.router.routes.extend(docs_routes(app.title))
+
+    def openapi() -> dict[str, Any]:
+        # The dialects' routes are plain Starlette ones that FastAPI cannot describe: each dialect writes its
+        # own part, and whatever FastAPI can describe is added to it.
+        if app.openapi_schema is None:
+            document = openapi_document(catalog)
+            generated = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            document["paths"].update(generated.get("paths", {}))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
@@ -93,7 +130,10 @@ def create_app(
         )
 
     async def unrouted(request: Request, exc: Exception) -> Response:
-        # Only one dialect so far: everything that matched no route answers in DashScope's shape.
+        # A request that matched no route answers in the shape of the dialect whose prefix it carries.
+        path: str = request.scope.get("path", "")
+        if path == openai.PREFIX or path.startswith(openai.PREFIX + "/"):
+            return openai.render_exception(request, exc)
         return dashscope.render_exception(request, exc)
 
     app.add_exception_handler(StarletteHTTPException, unrouted)

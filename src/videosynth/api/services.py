@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
@@ -18,8 +21,10 @@ from videosynth.api.storecalls import StoreCalls
 from videosynth.catalog import Catalog, ModelSpec
 from videosynth.errors import IdempotencyConflict, StorageQuotaExceeded
 from videosynth.ids import uuid4_text
+from videosynth.media.thumbnail import first_frame_jpeg, thumbnail_key
 from videosynth.settings import Settings
 from videosynth.storage.base import Storage
+from videosynth.storage.local import LocalStorage
 from videosynth.tasks.models import ApiKey, GenerationParams, NewTask, StoredInput, Task
 from videosynth.tasks.store import TaskStore
 
@@ -33,6 +38,8 @@ _MAX_CACHED_LINKS = 10_000
 UNDELIVERED_TTL_MS = 15 * 60 * 1000
 #: What a client over its stored-bytes quota is told to wait: earlier tasks take minutes to finish.
 STORED_FULL_RETRY_S = 60
+#: The largest result read back whole (a thumbnail made from an object store's copy).
+MAX_RESULT_READ_BYTES = 2 * 1024 * 1024 * 1024
 
 
 def now_ms() -> int:
@@ -329,3 +336,59 @@ class Services:
             # per poll (HMAC, or SigV4 on S3) is the largest part of answering for a finished task.
             self._links[(task.result_key, expires)] = cached
         return cached
+
+    def expires_at_s(self, task: Task) -> int:
+        """When the task and its video are purged (epoch seconds): retention counts from the submit."""
+        return task.submit_time_ms // 1000 + int(self.settings.retention_seconds)
+
+    def result_file(self, task: Task) -> Path | None:
+        """The finished video as a local file, where storage is a local directory (None otherwise: then
+        :meth:`result_link` is the way to it)."""
+        if not task.result_key or not isinstance(self.storage, LocalStorage):
+            return None
+        return self.storage.path_for(task.result_key)
+
+    async def thumbnail(self, task: Task) -> bytes | None:
+        """A JPEG of the finished video's first frame, made on first request and kept beside the result
+        (deleted with it); None when the task has no stored video."""
+        if not task.result_key:
+            return None
+        key = thumbnail_key(task.result_key)
+        return await run_in_threadpool(self._thumbnail, task.result_key, key)
+
+    def _thumbnail(self, result_key: str, key: str) -> bytes | None:
+        kept = self.storage.read_bytes(key, MAX_RESULT_READ_BYTES)
+        if kept is not None:
+            return kept
+        if isinstance(self.storage, LocalStorage):
+            path = self.storage.path_for(result_key)
+            if not path.is_file():
+                return None
+            still = first_frame_jpeg(path)
+        else:
+            video = self.storage.read_bytes(result_key, MAX_RESULT_READ_BYTES)
+            if video is None:
+                return None
+            still = first_frame_jpeg(io.BytesIO(video))
+        scratch = self.settings.work_dir / "thumbnails"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=scratch, prefix="thumb-", suffix=".jpg") as tmp:
+            tmp.write(still)
+            tmp.flush()
+            # Two first requests at once make the same still; whichever put lands last is kept.
+            self.storage.put_file(key, Path(tmp.name), "image/jpeg")
+        return still
+
+    async def delete_task(self, key: ApiKey, task_id: str) -> Task | None:
+        """Remove the key's account's task whatever its status, and its stored objects; the task as it was,
+        or None when the account has no such task. A PENDING task is gone before any worker takes it; a
+        RUNNING one's worker loses it at its next heartbeat (within a second), stops, and its finish is
+        refused, so it stores nothing."""
+        task = await self.calls.write(self.store.delete_task, task_id, key.account_id)
+        if task is None:
+            return None
+        doomed = inputs.keys_of(task.task_id, task.media_urls)
+        if task.result_key:
+            doomed += [task.result_key, thumbnail_key(task.result_key)]
+        await run_in_threadpool(inputs.discard, self.storage, doomed)
+        return task

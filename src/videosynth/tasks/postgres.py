@@ -22,6 +22,7 @@ from videosynth.tasks.sqlstore import (
     NEW_TASK_COLUMNS,
     SqlTaskStore,
     ThreadConnections,
+    count_new_pending,
     new_task_rows,
     store_unavailable,
 )
@@ -41,6 +42,7 @@ MIGRATIONS = (
     "postgres_004.sql",
     "postgres_005.sql",
     "postgres_006.sql",
+    "postgres_007.sql",
 )
 NEW_COLUMNS_SQL = ", ".join(NEW_TASK_COLUMNS)
 NEW_COLUMNS_TYPED = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'text'}" for c in NEW_TASK_COLUMNS)
@@ -99,7 +101,7 @@ class PostgresTaskStore(SqlTaskStore):
         # caps need their counts and the insert in one transaction.
         if not tasks:
             return
-        # In account and key order: the pending-count trigger locks one counter row per account and key, and
+        # In account and key order: the pending counts lock one counter row per account and key, and
         # batches committed at once by several replicas must take them in the same order.
         tasks = sorted(tasks, key=lambda t: (t.account_id, t.api_key_id))
         task_rows, media_rows = new_task_rows(tasks)
@@ -112,7 +114,11 @@ class PostgresTaskStore(SqlTaskStore):
                 f" SELECT {NEW_COLUMNS_SQL} FROM json_to_recordset(%s::json) AS r({NEW_COLUMNS_TYPED})),"
                 " new_media AS (INSERT INTO task_media (task_id, position, url)"
                 " SELECT task_id, position, url FROM json_to_recordset(%s::json)"
-                " AS m(task_id text, position int, url text))"
+                " AS m(task_id text, position int, url text)),"
+                # The batch's PENDING tasks counted per account and key (schema 7), in scope order.
+                " counted AS (INSERT INTO pending_counts (scope, n)"
+                " SELECT scope, n FROM json_to_recordset(%s::json) AS c(scope text, n bigint) ORDER BY scope"
+                " ON CONFLICT (scope) DO UPDATE SET n = pending_counts.n + excluded.n)"
                 " SELECT pg_notify(%s, '')",
                 (
                     orjson.dumps(
@@ -121,6 +127,7 @@ class PostgresTaskStore(SqlTaskStore):
                     orjson.dumps(
                         [{"task_id": t, "position": i, "url": u} for t, i, u in media_rows]
                     ).decode(),
+                    orjson.dumps([{"scope": s, "n": n} for s, n in count_new_pending(tasks)]).decode(),
                     CHANNEL,
                 ),
             )

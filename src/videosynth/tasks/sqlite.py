@@ -36,6 +36,7 @@ MIGRATIONS = (
     "sqlite_004.sql",
     "sqlite_005.sql",
     "sqlite_006.sql",
+    "sqlite_007.sql",
 )
 
 

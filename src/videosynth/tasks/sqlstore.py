@@ -191,6 +191,17 @@ def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
     )
 
 
+def count_new_pending(tasks: Sequence[NewTask]) -> list[tuple[str, int]]:
+    """``(scope, new PENDING tasks)`` of a batch for ``pending_counts`` (schema 7: inserts are counted by
+    the inserting transaction; status changes and deletes by triggers). In scope order, so concurrent
+    batches lock the counter rows in the same order."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        for scope in ("a:" + task.account_id, "k:" + task.api_key_id):
+            counts[scope] = counts.get(scope, 0) + 1
+    return sorted(counts.items())
+
+
 def _stage(text: str | None) -> str | None:
     if not text:
         return None
@@ -276,6 +287,12 @@ class SqlTaskStore(abc.ABC):
             task_rows,
         )
         self._execute_many(conn, "INSERT INTO task_media (task_id, position, url) VALUES (?,?,?)", media_rows)
+        self._execute_many(
+            conn,
+            "INSERT INTO pending_counts (scope, n) VALUES (?,?)"
+            " ON CONFLICT (scope) DO UPDATE SET n = pending_counts.n + excluded.n",
+            count_new_pending(tasks),
+        )
 
     def _lock_queue(self, conn: Any, scope: str) -> None:
         """Serialize queue-cap checks of one scope where transactions interleave (PostgreSQL; SQLite's
@@ -296,7 +313,7 @@ class SqlTaskStore(abc.ABC):
             entry[1] += 1
         for (column, ident), (limit, count) in sorted(adding.items()):  # sorted: no lock-order deadlocks
             self._lock_queue(conn, f"{column}:{ident}")
-            # Kept by the tasks table's triggers (schema 6): one row, however long the backlog.
+            # Kept with the tasks (schema 6 and 7): one row, however long the backlog.
             counter = ("k:" if column == "api_key_id" else "a:") + ident
             row = self._execute(conn, "SELECT n FROM pending_counts WHERE scope=?", (counter,)).fetchone()
             waiting = int(row["n"]) if row else 0
@@ -515,6 +532,40 @@ class SqlTaskStore(abc.ABC):
                 [*args, limit, offset],
             ).fetchall()
         return int(total), [row_to_task(r) for r in rows]
+
+    def page(
+        self, account_id: str, after: Task | None, limit: int, *, newest_first: bool = True
+    ) -> builtins.list[Task]:
+        # Keyset paging on (submit_time_ms, task_id): an index range of tasks_account_submit, and a cursor
+        # that no insert moves.
+        direction, past = ("DESC", "<") if newest_first else ("ASC", ">")
+        where = "account_id = ?"
+        args: list[Any] = [account_id]
+        if after is not None:
+            where += f" AND (submit_time_ms {past} ? OR (submit_time_ms = ? AND task_id {past} ?))"
+            args += [after.submit_time_ms, after.submit_time_ms, after.task_id]
+        with self._db() as conn:
+            rows = self._execute(
+                conn,
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where}"
+                f" ORDER BY submit_time_ms {direction}, task_id {direction} LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        return [row_to_task(r) for r in rows]
+
+    def delete_task(self, task_id: str, account_id: str) -> Task | None:
+        with self._transaction() as conn:
+            media = self._media(conn, task_id)
+            row = self._execute(
+                conn,
+                f"DELETE FROM tasks WHERE task_id=? AND account_id=? RETURNING {TASK_COLUMNS}",
+                (task_id, account_id),
+            ).fetchone()
+            if row is None:
+                return None
+            self._execute(conn, "DELETE FROM task_media WHERE task_id=?", (task_id,))
+            self._execute(conn, "DELETE FROM stored_inputs WHERE task_id=?", (task_id,))
+            return row_to_task(row, media)
 
     def cancel_pending(self, task_id: str, account_id: str, now_ms: int) -> bool:
         with self._db() as conn:

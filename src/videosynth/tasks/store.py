@@ -96,6 +96,14 @@ class TaskStore(Protocol):
         """Tasks of one account, newest first, and the total matching ``flt``."""
         ...
 
+    def page(
+        self, account_id: str, after: Task | None, limit: int, *, newest_first: bool = True
+    ) -> builtins.list[Task]:
+        """Up to ``limit`` tasks of one account in submit order (newest first unless ``newest_first`` is
+        False; ties by task id), starting past ``after`` (a task of that page's order) when given: a cursor
+        that holds while tasks are added."""
+        ...
+
     def task_counts(self) -> builtins.list[tuple[str, str, str, int, int | None]]:
         """The task table grouped by status, model and engine:
         ``(status, model, engine, tasks, oldest submit_time_ms)``, for the operator's gauges."""
@@ -120,6 +128,13 @@ class TaskStore(Protocol):
 
     def request_cancel(self, task_id: str, account_id: str, now_ms: int) -> CancelOutcome:
         """Cancel a PENDING task now, or flag a RUNNING one for its worker to stop."""
+        ...
+
+    def delete_task(self, task_id: str, account_id: str) -> Task | None:
+        """Remove this account's task, whatever its status, with its media; the task as it was (media
+        included), or None when there is no such task of this account. A RUNNING task's worker finds its
+        lease lost at its next heartbeat and stops; its finish is refused, so it leaves no result behind.
+        The caller deletes the task's objects (result, inputs)."""
         ...
 
     def claim(

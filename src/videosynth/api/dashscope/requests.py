@@ -227,6 +227,9 @@ class ListQuery:
 
 def parse_list_time(value: str, tz: ZoneInfo, name: str) -> int:
     """``YYYYMMDDhhmmss`` in the configured zone -> epoch ms."""
+    # strptime alone also takes one-digit fields ("2026127..."): exactly fourteen digits, as documented.
+    if not (len(value) == 14 and value.isascii() and value.isdigit()):
+        raise InvalidRequest(f"The {name} is not valid: {value!r:.40}; use YYYYMMDDhhmmss.")
     try:
         moment = datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=tz)
     except ValueError:
@@ -251,16 +254,20 @@ def parse_list_query(query: Mapping[str, str], tz: ZoneInfo, now_ms: int) -> Lis
     page_no = _positive_int(query.get("page_no"), "page_no", 1)
     page_size = min(_positive_int(query.get("page_size"), "page_size", 10), MAX_PAGE_SIZE)
     status = None
+    lists_unknown = False
     if query.get("status"):
         name = query["status"].upper()
         if name == "UNKNOWN":
-            return ListQuery(page_no, page_size, None)
-        try:
-            status = TaskStatus(name)
-        except ValueError:
-            raise InvalidRequest(f"The status is not valid: {query['status']!r:.40}.") from None
+            lists_unknown = True
+        else:
+            try:
+                status = TaskStatus(name)
+            except ValueError:
+                raise InvalidRequest(f"The status is not valid: {query['status']!r:.40}.") from None
     start_ms = parse_list_time(query["start_time"], tz, "start_time") if query.get("start_time") else None
     end_ms = parse_list_time(query["end_time"], tz, "end_time") if query.get("end_time") else None
+    if lists_unknown:  # no stored task is UNKNOWN; the other parameters are still checked
+        return ListQuery(page_no, page_size, None)
     # The hosted service lists a 24 h window, the last 24 h by default.
     if start_ms is None and end_ms is None:
         end_ms = now_ms
