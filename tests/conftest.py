@@ -137,6 +137,9 @@ def serving(app: object, sock: socket.socket | None = None) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        stopping = getattr(getattr(app, "state", None), "stopping", None)
+        if stopping is not None:
+            stopping.set()  # open event streams end, as `serve` ends them
         server.should_exit = True
         thread.join(10)
         sock.close()
@@ -304,6 +307,7 @@ def _suite_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 _SECRET_PATTERNS = (
     ("an API key", r"\bsk-[0-9a-f]{48}\b"),
+    ("a webhook secret", r"\bwhsec_(?!\*\*\*)[A-Za-z0-9+/=]{16,}"),
     ("a bearer token", r"(?i)\bbearer\s+(?!\*\*\*)[A-Za-z0-9._~+/=-]{8,}"),
     ("a URL signature", r"(?i)\b(?:x-amz-signature|signature)=(?!\*\*\*)[^&\s\"'#<>]+"),
     ("a data: URL payload", r";base64,[A-Za-z0-9+/=]{40,}"),

@@ -112,6 +112,7 @@ CRAFTED = [
     ),
     ("upload fields {'OSSAccessKeyId': 'LTAIexample', 'Signature': 'c2lnbmF0dXJl'}", "c2lnbmF0dXJl"),
     ("callback https://hooks.example/x?token=s3cr3t-t0k3n-value", "s3cr3t-t0k3n-value"),
+    ("signing with whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
     ("media url data:image/png;base64," + "iVBORw0KGgoAAAANSUhEUgAA" * 10, "iVBORw0KGgoAAAANSUhEUgAA"),
 ]
 

@@ -82,8 +82,8 @@ def test_schema_1_tasks_read_correctly_after_the_migration(schema_1_store: SqlTa
     _insert_schema_1_task(store, "lost", "FAILED", error_code="InternalError", error_message="worker lost")
     _insert_schema_1_task(store, "waiting", "PENDING", end_time_ms=None)
 
-    assert store.migrate() == 7
-    assert store.migrate() == 7  # idempotent
+    assert store.migrate() == 8
+    assert store.migrate() == 8  # idempotent
 
     tz = ZoneInfo("UTC")
     failed = store.get("failed")
@@ -125,10 +125,42 @@ def test_schema_7_recounts_the_queue_and_counts_each_new_task_once(
             _insert_schema_1_task(store, "waiting-2", "PENDING", end_time_ms=None)
             with store._transaction() as conn:  # a counter gone wrong under schema 6
                 store._execute(conn, "UPDATE pending_counts SET n = 40 WHERE scope = 'a:acct'")
-            assert store.migrate() == 7
+            assert store.migrate() == 8
             assert _counts(store) == {"a:acct": 2, "k:key": 2}
             store.create_many([_new_task("waiting-3"), _new_task("waiting-4")])
             assert _counts(store) == {"a:acct": 4, "k:key": 4}
+        finally:
+            store.close()
+
+
+def test_schema_8_records_the_events_of_tasks_older_than_it(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that was waiting or running when the server was upgraded reports its next changes as events;
+    nothing is made up for what happened before."""
+    for kind in ("sqlite", "postgres"):
+        store: SqlTaskStore
+        if kind == "postgres":
+            store, module = postgres.PostgresTaskStore(request.getfixturevalue("pg_url")), postgres
+        else:
+            store, module = sqlite.SqliteTaskStore(tmp_path / "seven.db"), sqlite
+        try:
+            with monkeypatch.context() as m:
+                m.setattr(module, "MIGRATIONS", module.MIGRATIONS[:7])
+                assert store.migrate() == 7
+            _insert_schema_1_task(store, "done-before", "SUCCEEDED", result_key="results/d.mp4")
+            _insert_schema_1_task(store, "waiting", "PENDING", end_time_ms=None)
+            assert store.migrate() == 8
+            assert store.events_after("acct", 0, 10) == []
+            claimed = store.claim("w", 5_000, 30_000)
+            assert claimed is not None and claimed.task_id == "waiting" and claimed.callback_url is None
+            assert store.succeed("waiting", "w", 6_000, "results/w.mp4", 5000)
+            events = store.events_after("acct", 0, 10)
+            assert [(e.task_id, e.kind.value) for e in events] == [
+                ("waiting", "running"),
+                ("waiting", "succeeded"),
+            ]
+            assert events[1].task.result_key == "results/w.mp4"
         finally:
             store.close()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,7 +13,11 @@ import pytest
 
 from videosynth.errors import ErrorKind, IdempotencyConflict, QueueFull
 from videosynth.tasks.models import (
+    ALL_EVENT_KINDS,
     CancelOutcome,
+    DeliveryAttempt,
+    DeliveryState,
+    EventKind,
     GenerationParams,
     Lease,
     Limits,
@@ -22,6 +28,7 @@ from videosynth.tasks.models import (
     Task,
     TaskFilter,
     TaskStatus,
+    Webhook,
 )
 from videosynth.tasks.sqlite import SqliteTaskStore
 from videosynth.tasks.store import TaskStore
@@ -811,3 +818,237 @@ def test_delete_task_removes_it_whatever_its_status(store: TaskStore) -> None:
     assert not store.succeed(running.task_id, "w1", 11, "results/y.mp4", 5000)
     assert store.get(running.task_id) is None
     assert all(t.task_id != running.task_id for t in store.list("acct-1", TaskFilter(), 0, 100)[1])
+
+
+# --- events and webhooks ----------------------------------------------------------------------------------
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _hook(
+    account: str = "acct-1", events: tuple[EventKind, ...] = ALL_EVENT_KINDS, fmt: str = "standard"
+) -> Webhook:
+    return Webhook(
+        webhook_id="wh_" + uuid.uuid4().hex[:12],
+        account_id=account,
+        url="https://receiver.test/hook",
+        events=events,
+        format=fmt,
+        include_result=True,
+        created_ms=_now(),
+    )
+
+
+def test_every_status_change_is_an_event_with_the_task_as_it_left_it(store: TaskStore) -> None:
+    done, failed, canceled, lost = (new_task(_now() + i) for i in range(4))
+    for t in (done, failed, canceled, lost):
+        store.create(t)
+    assert store.last_event_seq("acct-1") == 0
+    assert store.cancel_pending(canceled.task_id, "acct-1", _now())
+    first = store.claim("w", _now(), LEASE)
+    assert first is not None and first.task_id == done.task_id
+    assert store.succeed(done.task_id, "w", _now(), "results/done.mp4", 5000)
+    assert store.claim("w", _now(), LEASE) is not None
+    assert store.fail(failed.task_id, "w", _now(), ErrorKind.ENGINE_FAILED, "boom")
+    assert store.claim("w", _now(), 1) is not None  # lost: its lease runs out at once
+    time.sleep(0.01)
+    assert store.requeue_expired(_now(), max_attempts=3) == (1, 0)  # back to PENDING: not an event
+    events = store.events_after("acct-1", 0, 100)
+    got = [(e.task_id, e.kind) for e in events]
+    assert got == [
+        (canceled.task_id, EventKind.CANCELED),
+        (done.task_id, EventKind.RUNNING),
+        (done.task_id, EventKind.SUCCEEDED),
+        (failed.task_id, EventKind.RUNNING),
+        (failed.task_id, EventKind.FAILED),
+        (lost.task_id, EventKind.RUNNING),
+    ]
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert store.last_event_seq("acct-1") == seqs[-1]
+    assert store.events_after("acct-1", seqs[2], 2) == events[3:5]
+    succeeded = events[2].task
+    assert succeeded.status is TaskStatus.SUCCEEDED and succeeded.result_key == "results/done.mp4"
+    assert succeeded.video_duration_ms == 5000 and succeeded.params == PARAMS
+    assert events[1].task.status is TaskStatus.RUNNING and events[1].task.result_key is None
+    assert events[4].task.error_kind is ErrorKind.ENGINE_FAILED and events[4].task.error_detail == "boom"
+    assert store.events_after("acct-2", 0, 100) == []
+
+
+def test_deliveries_follow_webhook_filters_and_callback_urls(store: TaskStore) -> None:
+    all_hook = _hook()
+    finished_only = _hook(events=(EventKind.SUCCEEDED, EventKind.FAILED), fmt="dashscope-event")
+    other_account = _hook(account="acct-2")
+    for hook in (all_hook, finished_only, other_account):
+        store.add_webhook(hook)
+    assert store.list_webhooks("acct-1") == sorted(
+        [all_hook, finished_only], key=lambda h: (h.created_ms, h.webhook_id)
+    )
+    task = dataclasses.replace(new_task(_now()), callback_url="https://cb.test/x")
+    store.create(task)
+    assert store.claim("w", _now(), LEASE) is not None
+    assert store.succeed(task.task_id, "w", _now(), "results/x.mp4", 5000)
+    made = store.task_deliveries(task.task_id, "acct-1")
+    targets = sorted((d.event.kind, d.webhook_id or "callback", d.format) for d in made)
+    assert targets == sorted(
+        [
+            (EventKind.RUNNING, all_hook.webhook_id, "standard"),
+            (EventKind.RUNNING, "callback", "standard"),
+            (EventKind.SUCCEEDED, all_hook.webhook_id, "standard"),
+            (EventKind.SUCCEEDED, finished_only.webhook_id, "dashscope-event"),
+            (EventKind.SUCCEEDED, "callback", "standard"),
+        ]
+    )
+    assert {d.url for d in made if d.webhook_id is None} == {"https://cb.test/x"}
+    assert len({d.delivery_id for d in made}) == 5
+    assert all(d.state is DeliveryState.PENDING and d.attempts == 0 for d in made), made
+    assert store.task_deliveries(task.task_id, "acct-2") == []
+
+
+def test_a_tasks_deliveries_to_one_endpoint_go_out_in_order(store_factory: Callable[[], TaskStore]) -> None:
+    store, other = store_factory(), store_factory()
+    hook = _hook()
+    store.add_webhook(hook)
+    task = new_task(_now())
+    store.create(task)
+    assert store.claim("w", _now(), LEASE) is not None
+    assert store.succeed(task.task_id, "w", _now(), "results/x.mp4", 5000)
+    now = _now()
+    claimed = store.claim_deliveries("pump-1", now, 10_000, 10)
+    assert [d.event.kind for d in claimed] == [EventKind.RUNNING]  # the succeeded one waits behind it
+    assert other.claim_deliveries("pump-2", now, 10_000, 10) == []  # held by pump-1
+    running = claimed[0]
+    attempt = DeliveryAttempt(1, now, 5, 500, "HTTP 500")
+    assert not other.record_attempt(
+        running.delivery_id, "pump-2", attempt, delivered=False, next_attempt_ms=now
+    )
+    assert store.record_attempt(
+        running.delivery_id, "pump-1", attempt, delivered=False, next_attempt_ms=now + 60_000
+    )
+    assert other.claim_deliveries("pump-2", now + 1000, 10_000, 10) == []  # backing off, and still first
+    again = other.claim_deliveries("pump-2", now + 60_000, 10_000, 10)
+    assert [d.delivery_id for d in again] == [running.delivery_id] and again[0].tries == 1
+    ok = DeliveryAttempt(2, now + 60_000, 3, 200, None)
+    assert other.record_attempt(running.delivery_id, "pump-2", ok, delivered=True, next_attempt_ms=None)
+    after = store.claim_deliveries("pump-1", now + 60_001, 10_000, 10)
+    assert [d.event.kind for d in after] == [EventKind.SUCCEEDED]
+    # A claim whose worker went away is claimed again once its lease ends.
+    assert store.claim_deliveries("pump-1", now + 60_002, 10_000, 10) == []
+    retaken = other.claim_deliveries("pump-2", now + 70_002, 10_000, 10)
+    assert [d.delivery_id for d in retaken] == [after[0].delivery_id]
+    given_up = DeliveryAttempt(1, now, 1, None, "timed out")
+    assert other.record_attempt(
+        retaken[0].delivery_id, "pump-2", given_up, delivered=False, next_attempt_ms=None
+    )
+    by_id = {d.delivery_id: d for d in store.task_deliveries(task.task_id, "acct-1")}
+    first, second = by_id[running.delivery_id], by_id[retaken[0].delivery_id]
+    assert first.state is DeliveryState.DELIVERED and first.attempts == 2
+    assert [(a.attempt, a.status_code, a.error) for a in first.history] == [
+        (1, 500, "HTTP 500"),
+        (2, 200, None),
+    ]
+    assert second.state is DeliveryState.FAILED and second.next_attempt_ms is None
+    # Redeliver: the same id, due now, a fresh schedule; its history stays.
+    again_due = store.redeliver(task.task_id, "acct-1", second.delivery_id, now + 80_000)
+    assert again_due is not None and again_due.delivery_id == second.delivery_id
+    assert again_due.state is DeliveryState.PENDING and again_due.tries == 0 and again_due.attempts == 1
+    assert store.redeliver(task.task_id, "acct-2", second.delivery_id, now) is None
+    assert [d.delivery_id for d in store.claim_deliveries("p", now + 80_000, 10_000, 10)] == [
+        second.delivery_id
+    ]
+
+
+def test_removing_a_webhook_drops_what_it_has_not_received(store: TaskStore) -> None:
+    hook = _hook()
+    store.add_webhook(hook)
+    task = new_task(_now())
+    store.create(task)
+    assert store.claim("w", _now(), LEASE) is not None
+    assert not store.remove_webhook("acct-2", hook.webhook_id)
+    assert store.remove_webhook("acct-1", hook.webhook_id)
+    assert store.list_webhooks("acct-1") == []
+    assert [d.state for d in store.task_deliveries(task.task_id, "acct-1")] == [DeliveryState.DROPPED]
+    assert store.claim_deliveries("p", _now() + 1000, 10_000, 10) == []
+    assert store.succeed(task.task_id, "w", _now(), "results/x.mp4", 5000)
+    assert len(store.task_deliveries(task.task_id, "acct-1")) == 1  # no webhook, no new delivery
+
+
+def test_webhook_secrets_rotate_with_an_overlap(store: TaskStore) -> None:
+    made: list[str] = []
+
+    def factory() -> str:
+        made.append(f"s{len(made)}")
+        return made[-1]
+
+    first = store.webhook_secrets("acct-1", factory)
+    assert first == store.webhook_secrets("acct-1", factory) and first.signing(0) == (first.current,)
+    rotated = store.rotate_webhook_secret("acct-1", "new", 1000, 500)
+    assert rotated.current == "new" and rotated.previous == first.current
+    assert rotated.signing(1200) == ("new", first.current) and rotated.signing(1500) == ("new",)
+    assert store.webhook_secrets("acct-1", factory) == rotated
+    fresh = store.rotate_webhook_secret("acct-3", "only", 1000, 500)
+    assert fresh.current == "only" and fresh.previous is None
+
+
+def test_a_deleted_or_purged_task_takes_its_events_along(store: TaskStore) -> None:
+    store.add_webhook(_hook())
+    kept, deleted = new_task(_now()), new_task(_now() + 1)
+    for t in (kept, deleted):
+        store.create(t)
+    for _ in range(2):
+        assert store.claim("w", _now(), LEASE) is not None
+    assert store.delete_task(deleted.task_id, "acct-1") is not None
+    assert [e.task_id for e in store.events_after("acct-1", 0, 10)] == [kept.task_id]
+    assert store.task_deliveries(deleted.task_id, "acct-1") == []
+    assert store.succeed(kept.task_id, "w", _now(), "results/k.mp4", 5000)
+    day = 24 * 3600 * 1000
+    assert store.maintain(_now() + 2 * day, max_attempts=3, timeout_ms=day, retention_ms=day) is not None
+    assert store.events_after("acct-1", 0, 10) == [] and store.task_deliveries(kept.task_id, "acct-1") == []
+    assert store.last_event_seq("acct-1") == 0
+
+
+def test_a_reader_following_events_never_skips_one_committed_late(
+    store_factory: Callable[[], TaskStore],
+) -> None:
+    """Many workers finish one account's tasks at once while a reader follows with events_after: the reader
+    ends with every event, each once, as a client resuming by seq would."""
+    store = store_factory()
+    tasks = [new_task(_now() + i) for i in range(40)]
+    store.create_many(tasks)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        mine = store_factory()
+        try:
+            while (claimed := mine.claim(f"w{n}", _now(), LEASE)) is not None:
+                mine.succeed(claimed.task_id, f"w{n}", _now(), "results/r.mp4", 1000)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for w in workers:
+        w.start()
+    reader = store_factory()
+    seen: list[int] = []
+    last = 0
+
+    def follow() -> None:
+        nonlocal last
+        for event in reader.events_after("acct-1", last, 7):
+            seen.append(event.seq)
+            last = event.seq
+
+    watcher = threading.Thread(target=lambda: ([w.join() for w in workers] and None) or done.set())
+    watcher.start()
+    while not done.is_set():
+        follow()
+    for _ in range(20):
+        follow()
+    watcher.join()
+    assert not errors
+    everything = [e.seq for e in reader.events_after("acct-1", 0, 1000)]
+    assert len(everything) == 80
+    assert seen == everything

@@ -4,7 +4,7 @@ videosynth serve            API (+ embedded workers) on the embedded default
 videosynth worker           a standalone worker
 videosynth keys create|list|update|revoke
 videosynth db upgrade
-videosynth submit|tasks     the command-line client (videosynth.client)
+videosynth submit|tasks|webhooks   the command-line client (videosynth.client)
 videosynth env              versions, for bug reports
 """
 
@@ -30,8 +30,11 @@ from videosynth.client.commands import add_client_commands
 from videosynth.observability import metrics
 from videosynth.observability.logs import configure_logging, resolve_format
 from videosynth.settings import Settings
-from videosynth.tasks.models import INHERIT_ALL, ApiKey, Limits
+from videosynth.storage.base import Storage
+from videosynth.tasks.models import INHERIT_ALL, ApiKey, Limits, Task
 from videosynth.tasks.store import TaskStore
+from videosynth.webhooks.pump import DeliveryPump, PumpSettings
+from videosynth.webhooks.schedule import RetrySchedule
 
 log = logging.getLogger("videosynth")
 
@@ -199,6 +202,8 @@ def run_worker_process(
         report=report,
         environ=os.environ,  # relay engines' credentials (api_key_env), read here at the edge
     )
+    pump = _webhook_pump(settings, store, storage)
+    pump_thread = pump.start(stop_event)
     # serve cannot read this process's metrics: they go up with the reports (videosynth.observability.metrics).
     stopped = threading.Event()
     sender: threading.Thread | None = None
@@ -218,10 +223,40 @@ def run_worker_process(
         worker.run(stop_event)
     finally:
         stopped.set()
+        stop_event.set()
+        pump_thread.join(settings.webhook_timeout_seconds + 5)
         if sender is not None:
             sender.join(5)
             report({"metrics": metrics.snapshot()})  # what the drain counted, too
         store.close()
+
+
+def _webhook_pump(settings: Settings, store: TaskStore, storage: Storage) -> DeliveryPump:
+    """Every worker process makes due webhook deliveries, in the DashScope dialect's words."""
+    from videosynth.api.dashscope.events import delivery_renderer
+
+    def link(task: Task) -> str | None:
+        if not task.result_key or task.end_time_ms is None:
+            return None
+        # Signed as the query answer signs it, so a delivery's link is the link a poll returns.
+        return storage.url_for(task.result_key, task.end_time_ms // 1000 + settings.url_ttl_seconds)
+
+    schedule = (
+        RetrySchedule(settings.webhook_retry_delays)
+        if settings.webhook_retry_delays is not None
+        else RetrySchedule()
+    )
+    return DeliveryPump(
+        store,
+        delivery_renderer(settings.tz, link),
+        PumpSettings(
+            allow_private=settings.media_allow_private,
+            timeout_s=settings.webhook_timeout_seconds,
+            schedule=schedule,
+            concurrency=settings.webhook_concurrency,
+            poll_s=settings.webhook_poll_interval,
+        ),
+    )
 
 
 class WorkerPool:
@@ -308,6 +343,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn waits for open responses to end; an event stream would never end by itself.
+            stopping = getattr(self.config.app, "state", None)
+            if stopping is not None and hasattr(stopping, "stopping"):
+                stopping.stopping.set()
+            super().handle_exit(sig, frame)
 
     from uvicorn.config import LOG_LEVELS
 

@@ -8,6 +8,7 @@ turned into HTTP errors.
     VideosynthError
     ├── RequestError                 refused at once, no task is created
     │   ├── InvalidRequest           bad body, field or value
+    │   ├── NotFound                 a webhook or delivery that is not this account's
     │   ├── MissingApiKey            no bearer token
     │   ├── UnknownApiKey            unknown or revoked token
     │   ├── ModelNotFound            unknown model name
@@ -90,6 +91,7 @@ class ErrorKind(enum.StrEnum):
     UPSTREAM_SUBMIT_LOST = "upstream_submit_lost"
     UPSTREAM_REFUSED = "upstream_refused"
     UPSTREAM_RESULT = "upstream_result"
+    NOT_FOUND = "not_found"
 
 
 # An absolute path not inside a URL (a slash not preceded by a word character, a colon or another slash).
@@ -123,6 +125,12 @@ class RequestError(VideosynthError):
 
 class InvalidRequest(RequestError):
     """A body, field or value of the request is missing or invalid."""
+
+
+class NotFound(RequestError):
+    """A webhook or a task's delivery named by the request does not exist for this account."""
+
+    kind = ErrorKind.NOT_FOUND
 
 
 class MissingApiKey(RequestError):
@@ -367,7 +375,7 @@ for _cls in (
     ForbiddenAddress, MediaNotFound, InvalidImageFormat, InvalidImageSize, InvalidImageResolution,
     EngineError, EngineCrashed, EngineOutputInvalid, EngineOutOfMemory, UpstreamFailed, UpstreamUnavailable,
     UpstreamTaskLost, UpstreamSubmitLost, UpstreamRefused, UpstreamResultUnusable, TaskTimeout, Canceled,
-    StoreError, StorageUnavailable,
+    StoreError, StorageUnavailable, NotFound,
 ):  # fmt: skip
     _BY_KIND.setdefault(_cls.kind, _cls)
 

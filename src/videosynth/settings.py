@@ -50,6 +50,12 @@ class Settings:
     metrics_token: str | None = None
     worker_metrics_listen: str | None = None  # host:port of a standalone worker's own /metrics
     log_format: str | None = None  # json or text; None: text on a terminal, else json (decided at the edge)
+    webhook_timeout_seconds: float = 10.0
+    #: Seconds between the tries of a failed delivery, comma-separated; None: the built-in ~24 h schedule.
+    webhook_retry_delays: tuple[float, ...] | None = None
+    webhook_concurrency: int = 8
+    webhook_poll_interval: float = 1.0
+    webhook_secret_overlap_seconds: float = 24 * 3600
 
     @property
     def url_ttl_seconds(self) -> int:
@@ -122,6 +128,31 @@ class Settings:
             "worker_metrics_listen",
             "VIDEOSYNTH_WORKER_METRICS_LISTEN",
             "host:port where a standalone `videosynth worker` serves its own /metrics (default: none)",
+        ),
+        (
+            "webhook_timeout_seconds",
+            "VIDEOSYNTH_WEBHOOK_TIMEOUT",
+            "seconds a webhook receiver has to answer one delivery",
+        ),
+        (
+            "webhook_retry_delays",
+            "VIDEOSYNTH_WEBHOOK_RETRY_DELAYS",
+            "seconds between the tries of a failed delivery, comma-separated (default: 10 tries over ~24 h)",
+        ),
+        (
+            "webhook_concurrency",
+            "VIDEOSYNTH_WEBHOOK_CONCURRENCY",
+            "webhook deliveries each worker process makes at once",
+        ),
+        (
+            "webhook_poll_interval",
+            "VIDEOSYNTH_WEBHOOK_POLL_INTERVAL",
+            "seconds between looks for due webhook deliveries",
+        ),
+        (
+            "webhook_secret_overlap_seconds",
+            "VIDEOSYNTH_WEBHOOK_SECRET_OVERLAP",
+            "seconds (or 24h) a rotated webhook secret keeps signing beside the new one",
         ),
         (
             "log_format",
@@ -203,10 +234,23 @@ def _coerce(values: dict[str, object]) -> dict[str, object]:
         "drain_seconds",
         "engine_stop_seconds",
         "poll_interval",
+        "webhook_timeout_seconds",
+        "webhook_poll_interval",
+        "webhook_secret_overlap_seconds",
     ):
         if name in out:
             out[name] = parse_duration(out[name])
-    for name in ("max_attempts", "max_running_per_account"):
+    if isinstance(out.get("webhook_retry_delays"), str):
+        try:
+            delays = tuple(float(x) for x in str(out["webhook_retry_delays"]).split(",") if x.strip())
+        except ValueError:
+            raise ValueError(
+                f"VIDEOSYNTH_WEBHOOK_RETRY_DELAYS must be seconds, comma-separated: {out['webhook_retry_delays']!r}"
+            ) from None
+        if any(d < 0 for d in delays):
+            raise ValueError("VIDEOSYNTH_WEBHOOK_RETRY_DELAYS must not be negative")
+        out["webhook_retry_delays"] = delays
+    for name in ("max_attempts", "max_running_per_account", "webhook_concurrency"):
         if name in out:
             out[name] = int(str(out[name]))
             if int(str(out[name])) < 1:

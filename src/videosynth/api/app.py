@@ -87,6 +87,7 @@ def create_app(
         include_in_schema=False,
     )
     services = Services(settings=settings, store=store, storage=storage, catalog=catalog)
+    app.state.stopping = services.stopping  # set by whoever stops the server: event streams end
     app.router.routes.extend(dashscope.dashscope_routes(services))
     app.router.routes.extend(openai.openai_routes(services))
     # The console's player loads results from wherever their links point: this server, or an object store.

@@ -7,6 +7,7 @@ import io
 import logging
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from videosynth import inputs, sizes
 from videosynth.api.auth import Authenticator
+from videosynth.api.hooks import Hooks
 from videosynth.api.limits import EffectiveLimits, RateLimiter
 from videosynth.api.storecalls import StoreCalls
 from videosynth.catalog import Catalog, ModelSpec
@@ -58,6 +60,8 @@ class TaskRequest:
     duration: int
     seed: int | None
     watermark: bool
+    #: Where this task's events go besides the account's webhooks (checked with ``hooks.check_endpoint_url``).
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class Services:
         self.rates = RateLimiter(self.calls)
         self._limits: dict[int, tuple[ApiKey, EffectiveLimits]] = {}
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
+        self.hooks = Hooks(settings, store)
+        #: Set when the server stops: long-lived responses (event streams) end so the server can.
+        self.stopping = threading.Event()
         self.upload_secret = store.get_or_create_secret(UPLOAD_SECRET, lambda: secrets.token_urlsafe(32))
 
     def limits(self, key: ApiKey) -> EffectiveLimits:
@@ -317,6 +324,7 @@ class Services:
                 height=height,
             ),
             submit_time_ms=now_ms(),
+            callback_url=req.callback_url,
         )
 
     async def _discard_inputs(self, task: NewTask) -> None:

@@ -1,5 +1,5 @@
-"""``videosynth submit`` and ``videosynth tasks list|get|cancel|wait``: the subcommands, their functions and
-the progress display.
+"""``videosynth submit``, ``videosynth tasks list|get|cancel|wait|deliveries|redeliver`` and ``videosynth
+webhooks add|list|remove|secret``: the subcommands, their functions and the progress display.
 
 Output: stdout carries what a script wants (the task id at once, the video URL at the end; with ``--json``
 the raw answer bodies, one JSON object a line); stderr carries the progress and the messages. The exit code
@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -63,6 +63,10 @@ POLL_GROWTH = 1.5
 POLL_MAX_S = 3.0
 BAR_WIDTH = 24
 LIST_STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
+WEBHOOK_EVENTS = ("running", "succeeded", "failed", "canceled")
+WEBHOOK_FORMATS = ("standard", "dashscope-event")
+MAX_OVERLAP_S = 7 * 24 * 3600  # the server's cap on a rotation's overlap
+MAX_ERROR_SHOWN = 60  # characters of a delivery's last error in the listing
 
 Clock = Callable[[], float]
 
@@ -363,6 +367,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     watermark=args.watermark,
                 ),
                 resolve_uploads=bool(local),
+                callback_url=args.callback_url,
             )
         except KeyboardInterrupt:
             _say("interrupted before the task was submitted (or before its answer came)")
@@ -400,12 +405,23 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                 return _tasks_get(client, args)
             if args.tasks_command == "cancel":
                 return _tasks_cancel(client, args)
+            if args.tasks_command == "deliveries":
+                return _tasks_deliveries(client, args)
+            if args.tasks_command == "redeliver":
+                return _tasks_redeliver(client, args)
             return _wait_and_finish(client, args, args.task_id)
         except ClientError as exc:
             return _error_exit(exc)
         except KeyboardInterrupt:
             _say("interrupted")
             return EXIT_INTERRUPTED
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Rows under a header on stdout, in columns two spaces apart."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _time_of(ms: object) -> str:
@@ -439,10 +455,7 @@ def _tasks_list(client: DashScope, args: argparse.Namespace) -> int:
         for item in data
         if isinstance(item, Mapping)
     ]
-    header = ("TASK_ID", "STATUS", "MODEL", "CREATED", "ENDED")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _table(("TASK_ID", "STATUS", "MODEL", "CREATED", "ENDED"), rows)
     total, pages = body.get("total", len(rows)), body.get("total_page", 1)
     _say(f"page {body.get('page_no', args.page or 1)} of {pages or 1}; {total} task(s) in all")
     return EXIT_OK
@@ -487,6 +500,145 @@ def _tasks_cancel(client: DashScope, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _last_outcome(delivery: Mapping[str, Any]) -> str:
+    """The last try's answer (``HTTP 500``) or, when none came, its error; ``-`` before any try."""
+    log = delivery.get("attempt_log")
+    last = log[-1] if isinstance(log, list) and log and isinstance(log[-1], Mapping) else {}
+    status = last.get("status_code")
+    if isinstance(status, int) and not isinstance(status, bool):
+        return f"HTTP {status}"
+    error = last.get("error")
+    if isinstance(error, str) and error:
+        text = " ".join(error.split())
+        return text if len(text) <= MAX_ERROR_SHOWN else text[: MAX_ERROR_SHOWN - 3] + "..."
+    return "-"
+
+
+def _delivery_row(delivery: Mapping[str, Any]) -> tuple[str, ...]:
+    webhook = delivery.get("webhook_id")
+    return (
+        str(delivery.get("delivery_id", "")),
+        str(delivery.get("event", "")),
+        str(delivery.get("status", "")),
+        str(delivery.get("attempts", "")),
+        _last_outcome(delivery),
+        str(webhook) if webhook else "callback",
+        str(delivery.get("url", "")),
+    )
+
+
+def _tasks_deliveries(client: DashScope, args: argparse.Namespace) -> int:
+    body = client.deliveries(args.task_id)
+    if args.json:
+        _json_line(body)
+        return EXIT_OK
+    found = [d for d in body["output"]["deliveries"] if isinstance(d, Mapping)]
+    _table(
+        ("DELIVERY_ID", "EVENT", "STATUS", "ATTEMPTS", "LAST", "WEBHOOK", "URL"),
+        [_delivery_row(d) for d in found],
+    )
+    _say(f"{len(found)} delivery(ies) of task {args.task_id}")
+    return EXIT_OK
+
+
+def _tasks_redeliver(client: DashScope, args: argparse.Namespace) -> int:
+    body = client.redeliver(args.task_id, args.delivery_id)
+    if args.json:
+        _json_line(body)
+        return EXIT_OK
+    d = body["output"]
+    _out(f"{d['delivery_id']} {d.get('status', '')}: {d.get('event', '')} to {d.get('url', '')}")
+    return EXIT_OK
+
+
+# --- webhooks -------------------------------------------------------------------------------------------
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    if args.webhooks_command == "secret" and args.overlap is not None and not args.rotate:
+        return _usage_error(args, "--overlap applies to --rotate only")
+    client = _connect(args)
+    if isinstance(client, str):
+        return _usage_error(args, client)
+    with client:
+        try:
+            if args.webhooks_command == "add":
+                return _webhooks_add(client, args)
+            if args.webhooks_command == "list":
+                return _webhooks_list(client, args)
+            if args.webhooks_command == "remove":
+                return _webhooks_remove(client, args)
+            return _webhooks_secret(client, args)
+        except ClientError as exc:
+            return _error_exit(exc)
+        except KeyboardInterrupt:
+            _say("interrupted")
+            return EXIT_INTERRUPTED
+
+
+def _events_text(hook: Mapping[str, Any]) -> str:
+    events = hook.get("events")
+    return ",".join(str(e) for e in events) if isinstance(events, list) else ""
+
+
+def _webhooks_add(client: DashScope, args: argparse.Namespace) -> int:
+    body = client.add_webhook(
+        args.url,
+        events=args.events,
+        fmt=args.format,
+        include_result=False if args.no_result else None,
+    )
+    if args.json:
+        _json_line(body)
+        return EXIT_OK
+    hook = body["output"]
+    line = f"{hook['webhook_id']}  {hook.get('url', '')}  format={hook.get('format', '')}"
+    line += f"  events={_events_text(hook)}"
+    if hook.get("include_result") is False:
+        line += "  result=off"
+    _out(line)
+    return EXIT_OK
+
+
+def _webhooks_list(client: DashScope, args: argparse.Namespace) -> int:
+    body = client.list_webhooks()
+    if args.json:
+        _json_line(body)
+        return EXIT_OK
+    hooks = [h for h in body["output"]["webhooks"] if isinstance(h, Mapping)]
+    rows = [
+        (str(h.get("webhook_id", "")), str(h.get("format", "")), _events_text(h), str(h.get("url", "")))
+        for h in hooks
+    ]
+    _table(("WEBHOOK_ID", "FORMAT", "EVENTS", "URL"), rows)
+    _say(f"{len(rows)} webhook(s)")
+    return EXIT_OK
+
+
+def _webhooks_remove(client: DashScope, args: argparse.Namespace) -> int:
+    body = client.remove_webhook(args.webhook_id)
+    if args.json:
+        _json_line(body)
+    else:
+        _out(f"{body['output'].get('webhook_id', args.webhook_id)} removed")
+    return EXIT_OK
+
+
+def _webhooks_secret(client: DashScope, args: argparse.Namespace) -> int:
+    body = client.rotate_webhook_secret(args.overlap) if args.rotate else client.webhook_secret()
+    output = body["output"]
+    if args.json:
+        _json_line(body)
+    else:
+        _out(str(output["secret"]))  # alone on stdout: SECRET=$(videosynth webhooks secret)
+    until = output.get("previous_secret_expires_at")
+    if until:
+        _say(f"the previous secret also signs until {until}")
+    elif args.rotate:
+        _say("the previous secret signs no more")
+    return EXIT_OK
+
+
 # --- the parsers ----------------------------------------------------------------------------------------
 
 
@@ -508,6 +660,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
+
+
+def _overlap_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_OVERLAP_S:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_OVERLAP_S} (7 days)")
+    return value
+
+
+def _event_names(text: str) -> list[str]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one event: " + ", ".join(WEBHOOK_EVENTS))
+    return names
 
 
 def _connection_flags(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -552,7 +721,8 @@ def _wait_flags(*, output_help: str) -> argparse.ArgumentParser:
 def add_client_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], environ: Mapping[str, str]
 ) -> None:
-    """``submit`` and ``tasks`` on the top-level parser; ``environ`` gives the SDK's variables."""
+    """``submit``, ``tasks`` and ``webhooks`` on the top-level parser; ``environ`` gives the SDK's
+    variables."""
     connection = _connection_flags(environ)
     formatter = argparse.RawDescriptionHelpFormatter
 
@@ -587,12 +757,18 @@ def add_client_commands(
         help="draw the watermark (server default: on)",
     )
     submit.add_argument("--wait", action="store_true", help="wait for the task, showing its progress")
+    submit.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="also tell URL of this task's status changes, signed as the webhooks are "
+        "(this server's extension: the X-Videosynth-Callback-Url header)",
+    )
     submit.set_defaults(func=cmd_submit)
 
     tasks = sub.add_parser(
         "tasks",
-        help="list, show, cancel or wait for tasks",
-        description="List, show, cancel or wait for tasks.",
+        help="list, show, cancel or wait for tasks; see and repeat their webhook deliveries",
+        description="List, show, cancel or wait for tasks; see and repeat their webhook deliveries.",
         epilog=EPILOG,
         formatter_class=formatter,
     )
@@ -626,4 +802,88 @@ def add_client_commands(
         formatter_class=formatter,
     )
     wait.add_argument("task_id", metavar="ID")
+    deliveries = tasks_sub.add_parser(
+        "deliveries",
+        parents=[connection],
+        help="list a task's webhook deliveries: event, status, tries, the last answer, the target",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    deliveries.add_argument("task_id", metavar="ID")
+    redeliver = tasks_sub.add_parser(
+        "redeliver",
+        parents=[connection],
+        help="send a delivery again (queued now, with a fresh schedule of tries)",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    redeliver.add_argument("task_id", metavar="ID")
+    redeliver.add_argument("delivery_id", metavar="DELIVERY_ID")
     tasks.set_defaults(func=cmd_tasks)
+
+    webhooks = sub.add_parser(
+        "webhooks",
+        help="the account's webhooks and their signing secret (this server's extension)",
+        description="The account's webhooks: URLs told of its tasks' status changes, each request signed\n"
+        "with the account's secret (Standard Webhooks). This server's extension: the hosted service\n"
+        "configures its events in its console.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    add = webhooks_sub.add_parser(
+        "add",
+        parents=[connection],
+        help="add a webhook and print it (id, url, format, events)",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    add.add_argument("url", metavar="URL", help="the http(s) URL to POST the events to")
+    add.add_argument(
+        "--events",
+        type=_event_names,
+        metavar="E1,E2",
+        help=f"only these events, of {', '.join(WEBHOOK_EVENTS)} (default: all the format sends; "
+        "dashscope-event sends no running)",
+    )
+    add.add_argument(
+        "--format",
+        choices=WEBHOOK_FORMATS,
+        help="standard (default) or dashscope-event (the hosted service's event body)",
+    )
+    add.add_argument(
+        "--no-result",
+        action="store_true",
+        help="leave the task's result out of the body (dashscope-event only)",
+    )
+    webhooks_sub.add_parser(
+        "list",
+        parents=[connection],
+        help="list the account's webhooks",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    remove = webhooks_sub.add_parser(
+        "remove", parents=[connection], help="remove a webhook", epilog=EPILOG, formatter_class=formatter
+    )
+    remove.add_argument("webhook_id", metavar="ID")
+    secret = webhooks_sub.add_parser(
+        "secret",
+        parents=[connection],
+        help="print the signing secret (whsec_...) alone on stdout; --rotate makes a new one",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    secret.add_argument(
+        "--rotate",
+        action="store_true",
+        help="make a new secret; the previous one also signs for the overlap (stderr says until when)",
+    )
+    secret.add_argument(
+        "--overlap",
+        type=_overlap_seconds,
+        metavar="S",
+        help=f"with --rotate: seconds the previous secret goes on signing, 0-{MAX_OVERLAP_S} "
+        "(server default 24 h)",
+    )
+    webhooks.set_defaults(func=cmd_webhooks)

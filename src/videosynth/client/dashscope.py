@@ -1,11 +1,13 @@
 """A small synchronous client for DashScope's public asynchronous video-synthesis wire.
 
 Submit, query, cancel, list, the temporary-upload flow (getPolicy, then a multipart POST to the policy's
-``upload_host``, giving ``oss://<key>``) and the result download. Every refusal or failure to answer is a
-:class:`ClientError` carrying the HTTP status (``None`` when no answer came), the wire's ``code`` and
-``message`` and the ``request_id``. Requests that are safe to repeat are retried a couple of times on
-connection errors, 429 (after its Retry-After) and 5xx; a submit is safe to repeat because it carries an
-``Idempotency-Key``, which this server honours (the hosted service ignores it).
+``upload_host``, giving ``oss://<key>``) and the result download; and this server's push extensions: the
+account's webhooks and signing secret, a task's deliveries, and a task's own callback URL on submit.
+
+Every refusal or failure to answer is a :class:`ClientError` carrying the HTTP status (``None`` when no answer
+came), the wire's ``code`` and ``message`` and the ``request_id``. Requests that are safe to repeat are
+retried a couple of times on connection errors, 429 (after its Retry-After) and 5xx; a submit is safe to
+repeat because it carries an ``Idempotency-Key``, which this server honours (the hosted service ignores it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import mimetypes
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000/api/v1"
 API_PATH = "/api/v1"
 SUBMIT_PATH = "/services/aigc/video-generation/video-synthesis"
 OSS_RESOLVE_HEADER = "X-DashScope-OssResourceResolve"
+# This server's extension: a URL told of this task's status changes, besides the account's webhooks.
+CALLBACK_HEADER = "X-Videosynth-Callback-Url"
 USER_AGENT = f"videosynth-cli/{__version__}"
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN"})
 
@@ -267,8 +271,11 @@ class DashScope:
 
     # --- the wire ---------------------------------------------------------------------------------------
 
-    def submit(self, request: SubmitRequest, *, resolve_uploads: bool = False) -> dict[str, Any]:
-        """``POST .../video-synthesis``: the answer body (``output.task_id``, ``output.task_status``)."""
+    def submit(
+        self, request: SubmitRequest, *, resolve_uploads: bool = False, callback_url: str | None = None
+    ) -> dict[str, Any]:
+        """``POST .../video-synthesis``: the answer body (``output.task_id``, ``output.task_status``).
+        ``callback_url`` (this server's extension) is told of the task's status changes."""
         headers = {
             **self._auth,
             "X-DashScope-Async": "enable",
@@ -277,6 +284,8 @@ class DashScope:
         }
         if resolve_uploads or any(url.startswith("oss://") for url in request.media_urls):
             headers[OSS_RESOLVE_HEADER] = "enable"
+        if callback_url is not None:
+            headers[CALLBACK_HEADER] = callback_url
         response = self._send(
             "POST", self.base_url + SUBMIT_PATH, what="submit", json=request.body(), headers=headers
         )
@@ -414,6 +423,123 @@ class DashScope:
                 partial.unlink(missing_ok=True)
         assert last is not None
         raise last
+
+    # --- webhooks and deliveries (this server's extensions) -------------------------------------------
+
+    def add_webhook(
+        self,
+        url: str,
+        *,
+        events: Sequence[str] | None = None,
+        fmt: str | None = None,
+        include_result: bool | None = None,
+    ) -> dict[str, Any]:
+        """``POST /webhooks``: the answer body (``output`` is the webhook: ``webhook_id``, ``url``, ``events``,
+        ``format``, ``include_result``, ``created_at``). ``fmt`` is the body's ``format``; absent arguments take
+        the server's defaults (every event the format sends, ``standard``, the result included)."""
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = list(events)
+        if fmt is not None:
+            body["format"] = fmt
+        if include_result is not None:
+            body["include_result"] = include_result
+        # A repeat after a lost answer would add a second webhook.
+        response = self._send(
+            "POST",
+            self.base_url + "/webhooks",
+            what="webhook add",
+            retry_on=NOT_ACTED_STATUSES,
+            retry_lost=False,
+            json=body,
+            headers=self._auth,
+        )
+        return self._output(response, "webhook add", "webhook_id")
+
+    def list_webhooks(self) -> dict[str, Any]:
+        """``GET /webhooks``: the answer body (``output.webhooks``, a list of webhooks)."""
+        response = self._send("GET", self.base_url + "/webhooks", what="webhook list", headers=self._auth)
+        body = self._output(response, "webhook list")
+        if not isinstance(body["output"].get("webhooks"), list):
+            raise ClientError(
+                "the webhook list's answer has no webhooks", status=200, request_id=body.get("request_id")
+            )
+        return body
+
+    def remove_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """``DELETE /webhooks/{id}``: the answer body; an unknown id is refused (404 NotFound)."""
+        # A repeat after a lost answer would be refused as unknown: not repeated then.
+        response = self._send(
+            "DELETE",
+            f"{self.base_url}/webhooks/{quote(webhook_id, safe='')}",
+            what="webhook removal",
+            retry_on=NOT_ACTED_STATUSES,
+            retry_lost=False,
+            headers=self._auth,
+        )
+        return self._output(response, "webhook removal")
+
+    def webhook_secret(self) -> dict[str, Any]:
+        """``GET /webhooks/secret``: the answer body (``output.secret``, and while the previous one still
+        signs, ``previous_secret`` and ``previous_secret_expires_at``)."""
+        response = self._send(
+            "GET", self.base_url + "/webhooks/secret", what="webhook secret", headers=self._auth
+        )
+        return self._output(response, "webhook secret", "secret")
+
+    def rotate_webhook_secret(self, overlap_s: float | None = None) -> dict[str, Any]:
+        """``POST /webhooks/secret/rotate``: a new secret; the old one goes on signing for ``overlap_s``
+        seconds (the server's default when None). The answer body, as :meth:`webhook_secret`'s."""
+        body: dict[str, Any] = {}
+        if overlap_s is not None:
+            body["overlap_seconds"] = int(overlap_s) if float(overlap_s).is_integer() else overlap_s
+        # A repeat after a lost answer would rotate twice, ending the overlap of the secret in use.
+        response = self._send(
+            "POST",
+            self.base_url + "/webhooks/secret/rotate",
+            what="secret rotation",
+            retry_on=NOT_ACTED_STATUSES,
+            retry_lost=False,
+            json=body,
+            headers=self._auth,
+        )
+        return self._output(response, "secret rotation", "secret")
+
+    def deliveries(self, task_id: str) -> dict[str, Any]:
+        """``GET /tasks/{id}/deliveries``: the answer body (``output.deliveries``, each with its
+        ``attempt_log``); an unknown task is refused (404 NotFound)."""
+        response = self._send(
+            "GET", self._task_url(task_id) + "/deliveries", what="delivery list", headers=self._auth
+        )
+        body = self._output(response, "delivery list")
+        if not isinstance(body["output"].get("deliveries"), list):
+            raise ClientError(
+                "the delivery list's answer has no deliveries", status=200, request_id=body.get("request_id")
+            )
+        return body
+
+    def redeliver(self, task_id: str, delivery_id: str) -> dict[str, Any]:
+        """``POST /tasks/{id}/deliveries/{delivery_id}/redeliver``: the delivery queued again (a repeat just
+        queues it again); the answer body (``output`` is the delivery)."""
+        response = self._send(
+            "POST",
+            f"{self._task_url(task_id)}/deliveries/{quote(delivery_id, safe='')}/redeliver",
+            what="redelivery",
+            headers=self._auth,
+        )
+        return self._output(response, "redelivery", "delivery_id")
+
+    def _output(self, response: httpx.Response, what: str, field: str | None = None) -> dict[str, Any]:
+        """The answer body, which must have an ``output`` object (with a string ``field``, if given)."""
+        body = self._json(response, what)
+        output = body.get("output")
+        if not isinstance(output, dict) or (field is not None and not isinstance(output.get(field), str)):
+            raise ClientError(
+                f"the {what}'s answer has no " + (field or "output"),
+                status=200,
+                request_id=body.get("request_id"),
+            )
+        return body
 
     def _task_url(self, task_id: str) -> str:
         return f"{self.base_url}/tasks/{quote(task_id, safe='')}"

@@ -12,6 +12,9 @@ The worker calls :func:`fetch_media` synchronously. Safety comes from three plac
   held in memory beyond ``max_bytes`` plus one network read;
 * a download can be called off (a canceled task): resolving, connecting and every read wait in slices of
   :data:`CANCEL_CHECK_S` and raise :class:`~videosynth.errors.Canceled` when ``should_stop`` says so.
+
+:func:`post_guarded` delivers a webhook over the same guarded connections and deadline; it reports what
+became of the delivery instead of raising, since a failed delivery is an outcome to record, not a fault.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import binascii
 import errno
 import functools
 import ipaddress
+import math
 import os
 import re
 import select
@@ -30,6 +34,7 @@ import threading
 import time
 import typing
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +53,16 @@ from videosynth.errors import (
 )
 from videosynth.media.addresses import is_public
 
-__all__ = ["FetchPolicy", "fetch_media", "is_forbidden_address", "parse_data_url"]
+__all__ = [
+    "FetchPolicy",
+    "PostOutcome",
+    "delivery_host_forbidden",
+    "fetch_media",
+    "is_forbidden_address",
+    "parse_data_url",
+    "post_guarded",
+    "validate_delivery_url",
+]
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _MAX_URL_IN_MESSAGE = 200
@@ -597,3 +611,242 @@ def fetch_to_file(
     except BaseException:
         destination.unlink(missing_ok=True)
         raise
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Webhook delivery
+# ------------------------------------------------------------------------------------------------------------
+
+_WEBHOOK_USER_AGENT = "videosynth-webhooks/1.0"
+MAX_DELIVERY_URL = 2048
+_MAX_OUTCOME_ERROR = 300
+# Small enough that one send() nearly always takes a whole piece, so a write ends close to the deadline.
+_WRITE_PIECE = 16 * 1024
+# The numeric IPv4 spellings inet_aton (and so getaddrinfo) accepts: 127.1, 0x7f.0.0.1, 017700000001.
+_LEGACY_IPV4_RE = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]+|[0-9]+)){0,3}")
+
+
+@dataclass(frozen=True)
+class PostOutcome:
+    """What became of one :func:`post_guarded` delivery."""
+
+    status_code: int | None  # the HTTP status the receiver answered, None when no answer came
+    error: str | None  # None on a 2xx; otherwise a short reason (at most 300 characters) for logs and records
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def validate_delivery_url(url: str) -> str | None:
+    """None when ``url`` is acceptable as a webhook target, else why not (a short message).
+
+    Acceptable: http or https, a host, no user name or password, a port in 1-65535 if one is given, at most
+    :data:`MAX_DELIVERY_URL` characters, no whitespace or control characters. Syntax only: whether the host
+    is a public address is decided when :func:`post_guarded` connects (see also
+    :func:`delivery_host_forbidden`).
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    if not url:
+        return "the URL is empty"
+    if len(url) > MAX_DELIVERY_URL:
+        return f"the URL is longer than {MAX_DELIVERY_URL} characters"
+    # httpx percent-encodes a space in the host or path instead of refusing it, and a stored URL with
+    # invisible characters cannot be told apart from the one its owner meant.
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "the URL contains whitespace or control characters"
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        return _outcome_text(f"the URL cannot be parsed ({exc})")
+    if parsed.scheme not in ("http", "https"):
+        return "only http and https URLs are accepted"
+    if not parsed.host:
+        return "the URL has no host"
+    # An empty userinfo ("http://@host/") parses to b"", so the raw text is checked too.
+    if parsed.userinfo or _USERINFO_RE.match(url):
+        return "the URL must not contain a user name or password"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return "the URL's port must be between 1 and 65535"
+    return None
+
+
+def delivery_host_forbidden(host: str) -> bool:
+    """True when ``host`` is an IP address literal that :func:`is_forbidden_address` refuses.
+
+    Takes a URL's host: IPv4, IPv6 with or without brackets (a zone id is allowed), or a name. Names give
+    False: what they resolve to is checked when :func:`post_guarded` connects. The legacy numeric IPv4
+    spellings (``127.1``, ``0x7f.0.0.1``, ``2130706433``) count as literals, because the resolver reads them
+    as addresses. Pure, no I/O.
+    """
+    text = host.strip()
+    try:
+        return is_forbidden_address(text)
+    except ValueError:
+        pass
+    if _LEGACY_IPV4_RE.fullmatch(text):
+        try:
+            packed = socket.inet_aton(text)
+        except OSError:  # e.g. a part out of range; then the resolver will not read it as an address either
+            return False
+        return is_forbidden_address(ipaddress.IPv4Address(packed))
+    return False
+
+
+def _outcome_text(text: str) -> str:
+    # Outcomes end up in delivery records and logs: one line, bounded, whatever a host or server put in it.
+    text = "".join(ch if ch.isprintable() else "?" for ch in text[: _MAX_OUTCOME_ERROR + 1])
+    if len(text) > _MAX_OUTCOME_ERROR:
+        text = text[: _MAX_OUTCOME_ERROR - 3] + "..."
+    return text
+
+
+class _SlicedWrites(httpcore.NetworkStream):
+    """Writes a buffer in pieces, each under the time left before the deadline.
+
+    :class:`_DeadlineStream` clamps each write call, but the socket layer then sends that call's buffer in as
+    many send()s as the receiver's window asks for, each allowed the whole clamp; a receiver reading a large
+    body slowly could so stretch one write well past the deadline. A download writes only a request head, so
+    only deliveries need this."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        for start in range(0, len(buffer), _WRITE_PIECE):
+            self._inner.write(buffer[start : start + _WRITE_PIECE], timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _SlicedWrites(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeliveryBackend(_GuardedBackend):
+    """:class:`_GuardedBackend` (same address check, same deadline) whose streams also slice writes."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _SlicedWrites(super().connect_tcp(host, port, timeout, local_address, socket_options))
+
+
+def _discard_body(response: httpx.Response, max_bytes: int) -> None:
+    # Reading some of the body lets a receiver that writes its answer before closing finish cleanly; raw, so
+    # a compressed body is never inflated, and dropped chunk by chunk, so nothing beyond one read is held.
+    if max_bytes <= 0:
+        return
+    received = 0
+    for chunk in response.iter_raw():
+        received += len(chunk)
+        if received >= max_bytes:
+            return
+
+
+def _seconds_text(seconds: float) -> str:
+    return str(round(float(seconds), 3))
+
+
+def _failure_text(exc: Exception, timeout_s: float) -> str:
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        return f"timed out after {_seconds_text(timeout_s)} s"
+    if _connection_refused(exc):
+        return "connection refused"
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return _outcome_text(f"cannot connect: {reason}")
+    return _outcome_text(f"request failed: {reason}")
+
+
+def _status_outcome(status: int) -> PostOutcome:
+    if 200 <= status < 300:
+        return PostOutcome(status, None)
+    if 300 <= status < 400:
+        return PostOutcome(status, f"redirects are not followed (HTTP {status})")
+    return PostOutcome(status, f"HTTP {status}")
+
+
+def post_guarded(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    allow_private: bool,
+    timeout_s: float,
+    max_response_bytes: int = 64 * 1024,
+) -> PostOutcome:
+    """POST ``body`` to ``url`` once (a webhook delivery) and say what became of it.
+
+    The rules of :func:`fetch_media` apply: the URL must pass :func:`validate_delivery_url`; every address
+    the host resolves to must be public unless ``allow_private``, and the connection goes to the address
+    that was checked; no proxies. ``timeout_s`` bounds the whole exchange (resolve, connect, TLS, sending,
+    reading the answer), however slowly the receiver answers. A redirect is not followed: a 3xx is a failure.
+    At most about ``max_response_bytes`` of the response body are read, raw, and thrown away. ``headers``
+    are sent as given; a ``User-Agent`` of ``videosynth-webhooks/1.0`` is added unless they carry one.
+
+    Never raises for network or HTTP trouble (that is the returned :class:`PostOutcome`); raises TypeError
+    or ValueError for arguments no call should pass (a non-bytes body, a non-positive timeout).
+    """
+    if not isinstance(body, bytes):
+        raise TypeError(f"body must be bytes, not {type(body).__name__}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+        raise TypeError(f"timeout_s must be a number, not {type(timeout_s).__name__}")
+    if not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if max_response_bytes < 0:
+        raise ValueError(f"max_response_bytes must not be negative, got {max_response_bytes!r}")
+    problem = validate_delivery_url(url)
+    if problem is not None:
+        return PostOutcome(None, _outcome_text(f"invalid URL: {problem}"))
+
+    deadline = time.monotonic() + timeout_s
+    backend = _DeliveryBackend(allow_private=allow_private, deadline=deadline, should_stop=_never)
+    transport = _GuardedTransport(backend, _ssl_context())
+    # The backend clamps every operation to the deadline; these only keep httpx's own defaults out of it.
+    timeout = httpx.Timeout(timeout_s)
+    defaults = {"User-Agent": _WEBHOOK_USER_AGENT, "Accept-Encoding": "identity"}
+    status: int | None = None
+    try:
+        # trust_env=False: proxy environment variables would send the request to a proxy, around the address
+        # check. Headers given per request replace the client's defaults by name, case-insensitively.
+        with (
+            httpx.Client(
+                transport=transport,
+                trust_env=False,
+                timeout=timeout,
+                follow_redirects=False,
+                headers=defaults,
+            ) as client,
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            status = response.status_code
+            _discard_body(response, max_response_bytes)
+    except _ForbiddenTarget as exc:
+        return PostOutcome(
+            None, _outcome_text(f"{exc.host} resolves to {exc.address}, which is not a public address")
+        )
+    except (httpx.HTTPError, OSError) as exc:
+        # Once the status line is in, the receiver has answered; a body that stalls or breaks off after it
+        # (cut at the deadline all the same) changes nothing about the outcome.
+        if status is None:
+            return PostOutcome(None, _failure_text(exc, timeout_s))
+    assert status is not None
+    return _status_outcome(status)

@@ -78,13 +78,15 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
     # Our API keys (videosynth.apikeys) and DashScope's look alike: sk- and a long random tail.
     (re.compile(r"\bsk-[A-Za-z0-9][A-Za-z0-9_-]{5,}"), "sk-***"),
+    # Webhook signing secrets (videosynth.webhooks.signing), in the Standard Webhooks form.
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]{6,}"), "whsec_***"),
     (re.compile(rf"(?i)([?&;]|\b)({_SECRET_PARAMS})=[^&\s\"'#<>]+"), r"\1\2=***"),
     (re.compile(rf"(?i)([\"'](?:{_SECRET_FIELDS})[\"']\s*:\s*[\"'])[^\"']*"), r"\1***"),
 )
 
 
 def redact(text: str) -> str:
-    """``text`` without API keys, Authorization values, URL signatures and inline base64 payloads."""
+    """``text`` without API keys, webhook secrets, Authorization values, URL signatures and inline base64 payloads."""
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text

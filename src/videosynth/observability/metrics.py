@@ -75,6 +75,13 @@ RELAY_UPSTREAM_REQUESTS = Counter(
     ["operation", "outcome"],
     registry=WORKER_REGISTRY,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "videosynth_webhook_deliveries",
+    "Tries of webhook deliveries, by outcome: delivered (a 2xx), retrying (another try is scheduled), failed (the"
+    " schedule is spent).",
+    ["outcome"],
+    registry=WORKER_REGISTRY,
+)
 
 # A snapshot: (family name, type, help, ((sample name, ((label, value), ...), value), ...)) per family.
 SnapshotSample = tuple[str, tuple[tuple[str, str], ...], float]

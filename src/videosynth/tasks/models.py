@@ -113,6 +113,8 @@ class NewTask:
     media_urls: tuple[str, ...]
     params: GenerationParams
     submit_time_ms: int
+    #: Where this task's own events go besides the account's webhooks (an extension header).
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class Task:
     engine_state: str | None = None
     #: A relayed failure's code as the upstream sent it (``error_kind`` is ``UPSTREAM_FAILED``).
     upstream_code: str | None = None
+    callback_url: str | None = None
 
 
 class Stage(enum.StrEnum):
@@ -232,3 +235,94 @@ class ApiKey:
     #: The key's own overrides, and its account's limits.
     limits: Limits = INHERIT_ALL
     account_limits: Limits = INHERIT_ALL
+
+
+class EventKind(enum.StrEnum):
+    """A status change clients may be told about: the task's new status in lower case. (A task going back
+    to PENDING after its worker was lost is not an event: the client sees ``running`` again.)"""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+ALL_EVENT_KINDS: tuple[EventKind, ...] = tuple(EventKind)
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One status change, recorded by the store in the transaction that made it. ``seq`` grows with every
+    event; within one account, events become visible in ``seq`` order (a reader resuming after a ``seq``
+    misses none). ``task`` is the task as the change left it."""
+
+    seq: int
+    account_id: str
+    task_id: str
+    kind: EventKind
+    created_ms: int
+    task: Task
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """An account's endpoint: where, which events, and in which body format (a name the API dialect that
+    renders it knows; the domain never looks inside)."""
+
+    webhook_id: str
+    account_id: str
+    url: str
+    events: tuple[EventKind, ...]
+    format: str
+    include_result: bool
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class WebhookSecrets:
+    """An account's signing secrets: the current one, and after a rotation the previous one until
+    ``previous_until_ms`` (both sign meanwhile, so receivers can switch without losing a delivery)."""
+
+    current: str
+    previous: str | None = None
+    previous_until_ms: int | None = None
+
+    def signing(self, now_ms: int) -> tuple[str, ...]:
+        if self.previous and self.previous_until_ms is not None and now_ms < self.previous_until_ms:
+            return (self.current, self.previous)
+        return (self.current,)
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"  # due now or at ``next_attempt_ms``
+    DELIVERED = "delivered"  # a 2xx answer
+    FAILED = "failed"  # every try of the schedule failed (a redeliver makes it PENDING again)
+    DROPPED = "dropped"  # its webhook was removed before it went out
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    attempt: int
+    started_ms: int
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for one endpoint. ``delivery_id`` is the message id receivers see (the same on every try);
+    ``tries`` counts the tries since it was (re)queued, ``attempts`` all of them."""
+
+    delivery_id: str
+    event: TaskEvent
+    webhook_id: str | None  # None: the task's own callback URL
+    url: str
+    format: str
+    include_result: bool
+    state: DeliveryState
+    attempts: int
+    tries: int
+    next_attempt_ms: int | None
+    created_ms: int
+    history: tuple[DeliveryAttempt, ...] = ()

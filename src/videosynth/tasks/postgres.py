@@ -43,6 +43,7 @@ MIGRATIONS = (
     "postgres_005.sql",
     "postgres_006.sql",
     "postgres_007.sql",
+    "postgres_008.sql",
 )
 NEW_COLUMNS_SQL = ", ".join(NEW_TASK_COLUMNS)
 NEW_COLUMNS_TYPED = ", ".join(f"{c} {'bigint' if c.endswith('_ms') else 'text'}" for c in NEW_TASK_COLUMNS)
@@ -134,6 +135,7 @@ class PostgresTaskStore(SqlTaskStore):
 
     # SKIP LOCKED lets concurrent claims pass each other instead of queueing on the same row.
     _candidate_lock = " FOR UPDATE OF t SKIP LOCKED"
+    _delivery_lock = " FOR UPDATE OF d SKIP LOCKED"
 
     def _account_has_room(self, conn: psycopg.Connection[Any], account_id: str, limit: int) -> bool:
         # Two claims for one account can both pass the candidate query's count; serialize them per account

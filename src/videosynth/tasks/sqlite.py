@@ -37,6 +37,7 @@ MIGRATIONS = (
     "sqlite_005.sql",
     "sqlite_006.sql",
     "sqlite_007.sql",
+    "sqlite_008.sql",
 )
 
 

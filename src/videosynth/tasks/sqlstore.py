@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 import builtins
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -23,6 +24,10 @@ from videosynth.tasks.models import (
     INHERIT_ALL,
     ApiKey,
     CancelOutcome,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    EventKind,
     GenerationParams,
     Lease,
     Limits,
@@ -32,15 +37,18 @@ from videosynth.tasks.models import (
     Stage,
     StoredInput,
     Task,
+    TaskEvent,
     TaskFilter,
     TaskStatus,
+    Webhook,
+    WebhookSecrets,
 )
 
 TASK_COLUMNS = (
     "task_id, account_id, api_key_id, request_id, model, engine, prompt, params, status, submit_time_ms,"
     " scheduled_time_ms, end_time_ms, error_kind, error_detail, result_key, video_duration_ms, worker_id,"
     " attempts, cancel_requested, legacy_error_code, legacy_error_message, progress, stage, engine_state,"
-    " upstream_code"
+    " upstream_code, callback_url"
 )
 #: How long an Idempotency-Key names its first request's task.
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -133,6 +141,7 @@ NEW_TASK_COLUMNS = (
     "params",
     "status",
     "submit_time_ms",
+    "callback_url",
 )
 
 
@@ -150,6 +159,7 @@ def new_task_rows(tasks: Sequence[NewTask]) -> tuple[list[tuple[Any, ...]], list
             json.dumps(task.params.to_dict()),
             TaskStatus.PENDING.value,
             task.submit_time_ms,
+            task.callback_url,
         )
         for task in tasks
     ]
@@ -188,6 +198,7 @@ def row_to_task(row: Mapping[str, Any], media: tuple[str, ...] = ()) -> Task:
         ),
         engine_state=row["engine_state"],
         upstream_code=row["upstream_code"],
+        callback_url=row["callback_url"],
     )
 
 
@@ -228,6 +239,59 @@ def row_to_key(row: Mapping[str, Any]) -> ApiKey:
         revoked_ms=row["revoked_ms"],
         limits=Limits(**{f: row[f] for f in Limits.FIELDS}),
         account_limits=Limits(**{f: row["a_" + f] for f in Limits.FIELDS}),
+    )
+
+
+def as_of_event(task: Task, kind: EventKind) -> Task:
+    """``task`` as ``kind`` left it. A finished task's row changes no more, so it is what its event left; a
+    running event's task is the row as a claim leaves it (no result, no failure, no progress yet), whatever
+    the task did since. (Events record no copy of their task: one row fewer to write at every change.)"""
+    if kind is not EventKind.RUNNING:
+        return task
+    return dataclasses.replace(
+        task,
+        status=TaskStatus.RUNNING,
+        end_time_ms=None,
+        error_kind=None,
+        error_detail=None,
+        result_key=None,
+        video_duration_ms=None,
+        progress=None,
+        stage=None,
+        legacy_error=None,
+        upstream_code=None,
+    )
+
+
+#: An event joined with its task (``t``): the event's own columns are ``e_``-prefixed.
+EVENT_COLUMNS = "e.seq AS e_seq, e.kind AS e_kind, e.created_ms AS e_created_ms, " + ", ".join(
+    "t." + c.strip() for c in TASK_COLUMNS.split(",")
+)
+EVENT_JOIN = "task_events e JOIN tasks t ON t.task_id = e.task_id"
+
+
+def row_to_event(row: Mapping[str, Any]) -> TaskEvent:
+    kind = EventKind(row["e_kind"])
+    task = row_to_task(row)
+    return TaskEvent(
+        seq=int(row["e_seq"]),
+        account_id=task.account_id,
+        task_id=task.task_id,
+        kind=kind,
+        created_ms=int(row["e_created_ms"]),
+        task=as_of_event(task, kind),
+    )
+
+
+def row_to_webhook(row: Mapping[str, Any]) -> Webhook:
+    return Webhook(
+        webhook_id=row["webhook_id"],
+        account_id=row["account_id"],
+        url=row["url"],
+        events=tuple(EventKind(k) for k in str(row["events"]).split(",") if k),
+        format=row["format"],
+        include_result=bool(row["include_result"]),
+        created_ms=row["created_ms"],
     )
 
 
@@ -565,6 +629,8 @@ class SqlTaskStore(abc.ABC):
                 return None
             self._execute(conn, "DELETE FROM task_media WHERE task_id=?", (task_id,))
             self._execute(conn, "DELETE FROM stored_inputs WHERE task_id=?", (task_id,))
+            # A deleted task leaves nothing behind: not its history, nor deliveries still to make.
+            self._delete_events(conn, "task_id=?", (task_id,))
             return row_to_task(row, media)
 
     def cancel_pending(self, task_id: str, account_id: str, now_ms: int) -> bool:
@@ -755,17 +821,22 @@ class SqlTaskStore(abc.ABC):
             return released
 
     def _requeue_expired(self, conn: Any, now_ms: int, max_attempts: int) -> tuple[int, int]:
+        # Rows another transaction holds are skipped (PostgreSQL), left for the next round: this statement
+        # takes the event lock of each account it changes, and waiting for a row meanwhile could deadlock
+        # with a claim or finish of that account.
         failed = self._execute(
             conn,
             "UPDATE tasks SET status='FAILED', end_time_ms=?, error_kind=?, error_detail=?,"
             " lease_expires_ms=NULL"
-            " WHERE status='RUNNING' AND lease_expires_ms < ? AND attempts >= ?",
+            " WHERE task_id IN (SELECT t.task_id FROM tasks t"
+            f" WHERE t.status='RUNNING' AND t.lease_expires_ms < ? AND t.attempts >= ?{self._candidate_lock})",
             (now_ms, ErrorKind.WORKER_LOST.value, WORKER_LOST_DETAIL, now_ms, max_attempts),
         ).rowcount
         requeued = self._execute(
             conn,
             "UPDATE tasks SET status='PENDING', worker_id=NULL, lease_expires_ms=NULL"
-            " WHERE status='RUNNING' AND lease_expires_ms < ?",
+            " WHERE task_id IN (SELECT t.task_id FROM tasks t"
+            f" WHERE t.status='RUNNING' AND t.lease_expires_ms < ?{self._candidate_lock})",
             (now_ms,),
         ).rowcount
         if requeued:
@@ -786,8 +857,8 @@ class SqlTaskStore(abc.ABC):
             timed_out = self._execute(
                 conn,
                 "UPDATE tasks SET status='FAILED', end_time_ms=?, error_kind=?, error_detail=NULL,"
-                " lease_expires_ms=NULL"
-                " WHERE status IN ('PENDING', 'RUNNING') AND submit_time_ms < ?",
+                " lease_expires_ms=NULL WHERE task_id IN (SELECT t.task_id FROM tasks t"
+                f" WHERE t.status IN ('PENDING', 'RUNNING') AND t.submit_time_ms < ?{self._candidate_lock})",
                 (now_ms, ErrorKind.TIMEOUT.value, now_ms - timeout_ms),
             ).rowcount
             cutoff = now_ms - retention_ms
@@ -804,7 +875,13 @@ class SqlTaskStore(abc.ABC):
                 "DELETE FROM task_media WHERE task_id IN (SELECT task_id FROM tasks WHERE submit_time_ms < ?)",
                 (cutoff,),
             )
+            self._delete_events(
+                conn, "task_id IN (SELECT task_id FROM tasks WHERE submit_time_ms < ?)", (cutoff,)
+            )
             self._execute(conn, "DELETE FROM tasks WHERE submit_time_ms < ?", (cutoff,))
+            # Events of tasks deleted meanwhile (their rows went with them) and anything older than the
+            # retention, whatever its task.
+            self._delete_events(conn, "created_ms < ?", (cutoff,))
             self._execute(
                 conn, "DELETE FROM idempotency_keys WHERE created_ms < ?", (now_ms - IDEMPOTENCY_TTL_MS,)
             )
@@ -817,6 +894,243 @@ class SqlTaskStore(abc.ABC):
             timed_out=int(timed_out),
             purged_result_keys=tuple(keys),
         )
+
+    # --- events and webhooks ------------------------------------------------------------------------
+    #: appended to the delivery claim's candidate query (PostgreSQL: FOR UPDATE OF d SKIP LOCKED)
+    _delivery_lock = ""
+
+    def _delete_events(self, conn: Any, where: str, args: Collection[Any]) -> None:
+        """Events, their deliveries and the deliveries' attempts matching ``where`` (a condition on
+        ``task_id`` or ``created_ms``, columns of both tables)."""
+        self._execute(
+            conn,
+            f"DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT delivery_id FROM deliveries WHERE {where})",
+            args,
+        )
+        self._execute(conn, f"DELETE FROM deliveries WHERE {where}", args)
+        self._execute(conn, f"DELETE FROM task_events WHERE {where}", args)
+
+    def events_after(self, account_id: str, after_seq: int, limit: int) -> builtins.list[TaskEvent]:
+        with self._db() as conn:
+            rows = self._execute(
+                conn,
+                f"SELECT {EVENT_COLUMNS} FROM {EVENT_JOIN} WHERE e.account_id=? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+                (account_id, after_seq, limit),
+            ).fetchall()
+        return [row_to_event(r) for r in rows]
+
+    def last_event_seq(self, account_id: str) -> int:
+        with self._db() as conn:
+            row = self._execute(
+                conn, "SELECT COALESCE(max(seq), 0) AS seq FROM task_events WHERE account_id=?", (account_id,)
+            ).fetchone()
+        return int(row["seq"])
+
+    def add_webhook(self, hook: Webhook) -> None:
+        with self._db() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO webhooks (webhook_id, account_id, url, events, format, include_result, created_ms)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    hook.webhook_id,
+                    hook.account_id,
+                    hook.url,
+                    "," + ",".join(hook.events) + ",",
+                    hook.format,
+                    int(hook.include_result),
+                    hook.created_ms,
+                ),
+            )
+
+    def list_webhooks(self, account_id: str) -> builtins.list[Webhook]:
+        with self._db() as conn:
+            rows = self._execute(
+                conn,
+                "SELECT * FROM webhooks WHERE account_id=? ORDER BY created_ms, webhook_id",
+                (account_id,),
+            ).fetchall()
+        return [row_to_webhook(r) for r in rows]
+
+    def remove_webhook(self, account_id: str, webhook_id: str) -> bool:
+        with self._transaction() as conn:
+            cur = self._execute(
+                conn, "DELETE FROM webhooks WHERE webhook_id=? AND account_id=?", (webhook_id, account_id)
+            )
+            if cur.rowcount != 1:
+                return False
+            self._execute(
+                conn,
+                "UPDATE deliveries SET state='dropped', next_attempt_ms=NULL WHERE target=? AND state='pending'",
+                (webhook_id,),
+            )
+            return True
+
+    def webhook_secrets(self, account_id: str, factory: Callable[[], str]) -> WebhookSecrets:
+        with self._transaction() as conn:
+            self._execute(
+                conn,
+                "INSERT INTO webhook_secrets (account_id, secret) VALUES (?,?) ON CONFLICT (account_id) DO NOTHING",
+                (account_id, factory()),
+            )
+            return self._secrets(conn, account_id)
+
+    def rotate_webhook_secret(
+        self, account_id: str, new_secret: str, now_ms: int, overlap_ms: int
+    ) -> WebhookSecrets:
+        with self._transaction() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE webhook_secrets SET previous_secret=secret, previous_until_ms=?, secret=?"
+                " WHERE account_id=?",
+                (now_ms + overlap_ms, new_secret, account_id),
+            )
+            if cur.rowcount == 0:  # never had one: nothing to overlap with
+                self._execute(
+                    conn,
+                    "INSERT INTO webhook_secrets (account_id, secret) VALUES (?,?)",
+                    (account_id, new_secret),
+                )
+            return self._secrets(conn, account_id)
+
+    def _secrets(self, conn: Any, account_id: str) -> WebhookSecrets:
+        row = self._execute(
+            conn,
+            "SELECT secret, previous_secret, previous_until_ms FROM webhook_secrets WHERE account_id=?",
+            (account_id,),
+        ).fetchone()
+        return WebhookSecrets(row["secret"], row["previous_secret"], row["previous_until_ms"])
+
+    def claim_deliveries(
+        self, worker_id: str, now_ms: int, lease_ms: int, limit: int
+    ) -> builtins.list[Delivery]:
+        with self._transaction() as conn:
+            # Due, not held by a live claim, and the first of its task's deliveries to its target still to
+            # make: a task's events reach each endpoint in order.
+            ids = [
+                r["delivery_id"]
+                for r in self._execute(
+                    conn,
+                    "SELECT d.delivery_id FROM deliveries d"
+                    " WHERE d.state='pending' AND d.next_attempt_ms <= ?"
+                    " AND (d.lease_until_ms IS NULL OR d.lease_until_ms < ?)"
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.task_id = d.task_id"
+                    " AND e.target = d.target AND e.state = 'pending' AND e.event_seq < d.event_seq)"
+                    f" ORDER BY d.next_attempt_ms LIMIT ?{self._delivery_lock}",
+                    (now_ms, now_ms, limit),
+                ).fetchall()
+            ]
+            if not ids:
+                return []
+            self._execute(
+                conn,
+                f"UPDATE deliveries SET claimed_by=?, lease_until_ms=? WHERE delivery_id IN ({placeholders(len(ids))})",
+                (worker_id, now_ms + lease_ms, *ids),
+            )
+            return self._deliveries(conn, f"d.delivery_id IN ({placeholders(len(ids))})", ids, history=False)
+
+    def record_attempt(
+        self,
+        delivery_id: str,
+        worker_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        delivered: bool,
+        next_attempt_ms: int | None,
+    ) -> bool:
+        if delivered:
+            state, next_attempt_ms = DeliveryState.DELIVERED, None
+        else:
+            state = DeliveryState.PENDING if next_attempt_ms is not None else DeliveryState.FAILED
+        with self._transaction() as conn:
+            row = self._execute(
+                conn,
+                "UPDATE deliveries SET attempts=attempts+1, tries=tries+1, state=?, next_attempt_ms=?,"
+                " claimed_by=NULL, lease_until_ms=NULL"
+                " WHERE delivery_id=? AND claimed_by=? AND state='pending' RETURNING attempts",
+                (state.value, next_attempt_ms, delivery_id, worker_id),
+            ).fetchone()
+            if row is None:
+                return False  # redelivered, dropped or re-claimed meanwhile: that claim records its own
+            self._execute(
+                conn,
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_ms, duration_ms, status_code, error)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    delivery_id,
+                    row["attempts"],
+                    attempt.started_ms,
+                    attempt.duration_ms,
+                    attempt.status_code,
+                    attempt.error,
+                ),
+            )
+            return True
+
+    def task_deliveries(self, task_id: str, account_id: str) -> builtins.list[Delivery]:
+        with self._db() as conn:
+            return self._deliveries(
+                conn, "d.task_id=? AND d.account_id=?", (task_id, account_id), history=True
+            )
+
+    def redeliver(self, task_id: str, account_id: str, delivery_id: str, now_ms: int) -> Delivery | None:
+        with self._transaction() as conn:
+            cur = self._execute(
+                conn,
+                "UPDATE deliveries SET state='pending', tries=0, next_attempt_ms=?, claimed_by=NULL,"
+                " lease_until_ms=NULL WHERE delivery_id=? AND task_id=? AND account_id=? AND state <> 'dropped'",
+                (now_ms, delivery_id, task_id, account_id),
+            )
+            if cur.rowcount != 1:
+                return None
+            found = self._deliveries(conn, "d.delivery_id=?", (delivery_id,), history=True)
+            return found[0] if found else None
+
+    def _deliveries(
+        self, conn: Any, where: str, args: Collection[Any], *, history: bool
+    ) -> builtins.list[Delivery]:
+        rows = self._execute(
+            conn,
+            # Prefixed: tasks have columns of the same names (attempts).
+            "SELECT d.delivery_id AS d_id, d.target AS d_target, d.url AS d_url, d.format AS d_format,"
+            " d.include_result AS d_include_result, d.state AS d_state, d.attempts AS d_attempts,"
+            " d.tries AS d_tries, d.next_attempt_ms AS d_next_attempt_ms, d.created_ms AS d_created_ms,"
+            f" {EVENT_COLUMNS}"
+            " FROM deliveries d JOIN task_events e ON e.seq = d.event_seq JOIN tasks t ON t.task_id = e.task_id"
+            f" WHERE {where} ORDER BY e.seq, d.target",
+            args,
+        ).fetchall()
+        attempts: dict[str, builtins.list[DeliveryAttempt]] = {}
+        if history and rows:
+            ids = [r["d_id"] for r in rows]
+            for a in self._execute(
+                conn,
+                "SELECT delivery_id, attempt, started_ms, duration_ms, status_code, error FROM delivery_attempts"
+                f" WHERE delivery_id IN ({placeholders(len(ids))}) ORDER BY attempt",
+                ids,
+            ).fetchall():
+                attempts.setdefault(a["delivery_id"], []).append(
+                    DeliveryAttempt(
+                        a["attempt"], a["started_ms"], a["duration_ms"], a["status_code"], a["error"]
+                    )
+                )
+        return [
+            Delivery(
+                delivery_id=r["d_id"],
+                event=row_to_event(r),
+                webhook_id=r["d_target"] or None,
+                url=r["d_url"],
+                format=r["d_format"],
+                include_result=bool(r["d_include_result"]),
+                state=DeliveryState(r["d_state"]),
+                attempts=r["d_attempts"],
+                tries=r["d_tries"],
+                next_attempt_ms=r["d_next_attempt_ms"],
+                created_ms=r["d_created_ms"],
+                history=tuple(attempts.get(r["d_id"], ())),
+            )
+            for r in rows
+        ]
 
     # --- API keys ----------------------------------------------------------------------------------
     def create_key(

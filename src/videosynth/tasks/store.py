@@ -15,6 +15,8 @@ from videosynth.tasks.models import (
     INHERIT_ALL,
     ApiKey,
     CancelOutcome,
+    Delivery,
+    DeliveryAttempt,
     Lease,
     Limits,
     MaintenanceReport,
@@ -22,7 +24,10 @@ from videosynth.tasks.models import (
     QueueCap,
     StoredInput,
     Task,
+    TaskEvent,
     TaskFilter,
+    Webhook,
+    WebhookSecrets,
 )
 
 
@@ -221,6 +226,69 @@ class TaskStore(Protocol):
 
         Runs in one process at a time (a lock); returns None when another process holds it. The caller
         deletes ``purged_result_keys`` from storage."""
+        ...
+
+    # --- events and webhooks ------------------------------------------------------------------------
+    # Every status change to RUNNING, SUCCEEDED, FAILED or CANCELED is recorded as a ``TaskEvent`` in the
+    # transaction that makes it, with one ``Delivery`` per endpoint that wants it (the account's webhooks
+    # whose events include it, and the task's ``callback_url``). A deleted or purged task takes its events
+    # and deliveries with it.
+    def events_after(self, account_id: str, after_seq: int, limit: int) -> builtins.list[TaskEvent]:
+        """The account's events past ``after_seq``, oldest first. Within an account, an event is never
+        visible before one with a smaller ``seq``, so a reader resuming after the last seq it saw misses
+        none, on any process."""
+        ...
+
+    def last_event_seq(self, account_id: str) -> int:
+        """The account's newest event's seq (0 when none): where a reader that wants only new events starts."""
+        ...
+
+    def add_webhook(self, hook: Webhook) -> None: ...
+
+    def list_webhooks(self, account_id: str) -> builtins.list[Webhook]: ...
+
+    def remove_webhook(self, account_id: str, webhook_id: str) -> bool:
+        """Remove the account's webhook; its deliveries not yet made are dropped. False when no such webhook."""
+        ...
+
+    def webhook_secrets(self, account_id: str, factory: Callable[[], str]) -> WebhookSecrets:
+        """The account's signing secrets, its first one made by ``factory`` (once, whoever asks first)."""
+        ...
+
+    def rotate_webhook_secret(
+        self, account_id: str, new_secret: str, now_ms: int, overlap_ms: int
+    ) -> WebhookSecrets:
+        """Make ``new_secret`` current; the one it replaces keeps signing for ``overlap_ms``."""
+        ...
+
+    def claim_deliveries(
+        self, worker_id: str, now_ms: int, lease_ms: int, limit: int
+    ) -> builtins.list[Delivery]:
+        """Up to ``limit`` due deliveries for this worker to make within ``lease_ms``, never two of one task
+        to one endpoint at a time, and each only after the task's earlier ones to that endpoint were made
+        (or given up). A claim that runs out is claimed again by anyone."""
+        ...
+
+    def record_attempt(
+        self,
+        delivery_id: str,
+        worker_id: str,
+        attempt: DeliveryAttempt,
+        *,
+        delivered: bool,
+        next_attempt_ms: int | None,
+    ) -> bool:
+        """Record one try of a delivery this worker claimed: delivered, or due again at ``next_attempt_ms``,
+        or (None) given up. False, and nothing recorded, when the claim is no longer this worker's."""
+        ...
+
+    def task_deliveries(self, task_id: str, account_id: str) -> builtins.list[Delivery]:
+        """The deliveries of this account's task with their attempts, in event order."""
+        ...
+
+    def redeliver(self, task_id: str, account_id: str, delivery_id: str, now_ms: int) -> Delivery | None:
+        """Make the delivery due now with a fresh schedule (same id); None when the task has no such
+        delivery or its webhook was removed."""
         ...
 
     # --- API keys ----------------------------------------------------------------------------------

@@ -79,6 +79,8 @@ ERRORS: dict[ErrorKind, WireError] = {
         400, "InvalidParameter", "The media format is not supported or incorrect for the data inspection."
     ),
     ErrorKind.MEDIA_DOWNLOAD_FAILED: WireError(400, "InvalidURL", "Invalid URL provided in your request."),
+    # Our extension's resources (webhooks, deliveries); the same words as an unrouted path.
+    ErrorKind.NOT_FOUND: WireError(404, "NotFound", "Not found!"),
     ErrorKind.MEDIA_CONNECTION_REFUSED: WireError(
         400, "InvalidURL.ConnectionRefused", "Connection refused, please provide available URL."
     ),

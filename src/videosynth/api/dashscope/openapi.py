@@ -3,7 +3,8 @@
 The routes parse their bodies themselves (FastAPI's per-request validation would cost a fifth of a poll), so
 FastAPI cannot derive their schemas. What is written here is checked against the running server by a
 property-based suite (tests/test_openapi.py): every answer it draws must match the schema of its status.
-The enums come from the catalog and the size table, so the document follows the configured models.
+The enums come from the catalog and the size table, so the document follows the configured models; the
+webhook and event enums come from the domain's event kinds and this dialect's body formats.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from typing import Any
 
 from videosynth import sizes
 from videosynth.api.dashscope.errors import ERRORS
+from videosynth.api.dashscope.events import DASHSCOPE_EVENT, FORMATS, STANDARD
+from videosynth.api.dashscope.hooks import MAX_HOOK_BODY, MAX_OVERLAP_S, STREAM_KEEPALIVE_S, STREAM_RETRY_MS
 from videosynth.api.dashscope.requests import MAX_PAGE_SIZE, SEED_MAX
 from videosynth.api.dashscope.routes import SUBMIT_PATH
 from videosynth.api.dashscope.uploads import UPLOAD_PATH
+from videosynth.api.hooks import MAX_WEBHOOKS_PER_ACCOUNT
 from videosynth.catalog import Catalog
-from videosynth.tasks.models import TaskStatus
+from videosynth.media.fetch import MAX_DELIVERY_URL
+from videosynth.tasks.models import DeliveryState, EventKind, TaskStatus
 
 Schema = dict[str, Any]
 
@@ -24,6 +29,11 @@ Schema = dict[str, Any]
 PAGE_NUMBER = r"^[0-9]{0,9}$"
 WIRE_TIME = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}$"
 TAG = "DashScope video synthesis"
+#: What the endpoint URL checks accept begins so (the scheme in any letter case); the rest is checked by the
+#: server (a host, no user name or password, no whitespace), and answered with 400 otherwise.
+HTTP_URL = r"^[Hh][Tt][Tt][Pp][Ss]?://"
+# An event's seq, as Last-Event-ID carries it (more than 18 digits, or anything else: 400; empty: from now).
+EVENT_ID = r"^[0-9]{0,18}$"
 
 
 def _ref(name: str) -> Schema:
@@ -72,6 +82,187 @@ def _store_errors() -> Schema:
 
 def _throttled(what: str) -> Schema:
     return {"429": _error(what, retry_after=True, should_retry=False)}
+
+
+def _answer(output: Schema) -> Schema:
+    """An extension's answer: ``request_id`` and its ``output``."""
+    return {
+        "type": "object",
+        "required": ["request_id", "output"],
+        "properties": {"request_id": {"type": "string"}, "output": output},
+    }
+
+
+def _hook_body_errors(what: str) -> Schema:
+    return {
+        "400": _error(f"The body is not a JSON object, or {what}: `InvalidParameter`."),
+        "413": _error(f"The body is over {MAX_HOOK_BODY // 1024} KiB: `InvalidParameter`."),
+    }
+
+
+def _webhook_schemas() -> Schema:
+    """The extension's webhooks, signing secrets and deliveries."""
+    events = [k.value for k in EventKind]
+    formats = list(FORMATS)
+    told = "; ".join(f"`{f}`: {', '.join(f'`{k.value}`' for k in kinds)}" for f, kinds in FORMATS.items())
+    secret = {
+        "type": "string",
+        "pattern": "^whsec_",
+        "description": "`whsec_<base64>`, as Standard Webhooks.",
+    }
+    return {
+        "WebhookCreate": {
+            "type": "object",
+            "required": ["url"],
+            "description": "Unknown fields are ignored.",
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "maxLength": MAX_DELIVERY_URL,
+                    "pattern": HTTP_URL,
+                    "description": "Where the events are POSTed: http or https, a host, no user name or "
+                    "password. A host that is not a public address is refused (unless the server allows "
+                    "private media addresses).",
+                },
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string", "enum": events},
+                    "description": f"Which status changes to send; default: all the format can tell ({told}).",
+                },
+                "format": {
+                    "type": "string",
+                    "enum": formats,
+                    "description": f"The body: `{STANDARD}` (default) is the `GET /api/v1/tasks/{{task_id}}` "
+                    f"answer; `{DASHSCOPE_EVENT}` is the hosted service's `AsyncTaskFinish` CloudEvent.",
+                },
+                "include_result": {
+                    "type": "boolean",
+                    "description": f"`{DASHSCOPE_EVENT}` only (default true): the event's `output_result`.",
+                },
+            },
+        },
+        "Webhook": {
+            "type": "object",
+            "required": ["webhook_id", "url", "events", "format", "include_result", "created_at"],
+            "properties": {
+                "webhook_id": {"type": "string", "pattern": "^wh_"},
+                "url": {"type": "string"},
+                "events": {"type": "array", "items": {"type": "string", "enum": events}},
+                "format": {"type": "string", "enum": formats},
+                "include_result": {"type": "boolean"},
+                "created_at": {"type": "string", "pattern": WIRE_TIME},
+            },
+        },
+        "WebhookAnswer": _answer(_ref("Webhook")),
+        "WebhookList": _answer(
+            {
+                "type": "object",
+                "required": ["webhooks"],
+                "properties": {"webhooks": {"type": "array", "items": _ref("Webhook")}},
+            }
+        ),
+        "WebhookDeleted": _answer(
+            {
+                "type": "object",
+                "required": ["webhook_id", "deleted"],
+                "properties": {
+                    "webhook_id": {"type": "string"},
+                    "deleted": {"type": "boolean", "const": True},
+                },
+            }
+        ),
+        "WebhookSecret": _answer(
+            {
+                "type": "object",
+                "required": ["secret"],
+                "properties": {
+                    "secret": {
+                        **secret,
+                        "description": "Signs every delivery (`webhook-signature: v1,...`).",
+                    },
+                    "previous_secret": {
+                        **secret,
+                        "description": "After a rotation, until `previous_secret_expires_at`: signs too.",
+                    },
+                    "previous_secret_expires_at": {"type": "string", "pattern": WIRE_TIME},
+                },
+            }
+        ),
+        "WebhookSecretRotate": {
+            "type": "object",
+            "description": "Unknown fields are ignored.",
+            "properties": {
+                "overlap_seconds": {
+                    "type": ["number", "null"],
+                    "minimum": 0,
+                    "maximum": MAX_OVERLAP_S,
+                    "description": "How long the previous secret still signs; absent or null: the server's "
+                    "default.",
+                },
+            },
+        },
+        "DeliveryAttempt": {
+            "type": "object",
+            "required": ["attempt", "time", "duration_ms", "status_code", "error"],
+            "properties": {
+                "attempt": {"type": "integer", "minimum": 1},
+                "time": {"type": "string", "pattern": WIRE_TIME},
+                "duration_ms": {"type": "integer", "minimum": 0},
+                "status_code": {"type": ["integer", "null"], "description": "The endpoint's answer, if any."},
+                "error": {"type": ["string", "null"], "description": "Why the try failed, if it did."},
+            },
+        },
+        "Delivery": {
+            "type": "object",
+            "required": [
+                "delivery_id",
+                "event",
+                "event_id",
+                "event_time",
+                "webhook_id",
+                "url",
+                "format",
+                "status",
+                "attempts",
+                "attempt_log",
+            ],
+            "properties": {
+                "delivery_id": {
+                    "type": "string",
+                    "description": "The `webhook-id` receivers see, on every try.",
+                },
+                "event": {"type": "string", "enum": events},
+                "event_id": {"type": "integer", "description": "The event's id in `GET /api/v1/events`."},
+                "event_time": {"type": "string", "pattern": WIRE_TIME},
+                "webhook_id": {
+                    "type": ["string", "null"],
+                    "description": "null: the task's own `X-Videosynth-Callback-Url`.",
+                },
+                "url": {"type": "string"},
+                "format": {"type": "string", "enum": formats},
+                "status": {"type": "string", "enum": [s.value for s in DeliveryState]},
+                "attempts": {"type": "integer", "minimum": 0},
+                "attempt_log": {"type": "array", "items": _ref("DeliveryAttempt")},
+                "next_attempt_time": {
+                    "type": "string",
+                    "pattern": WIRE_TIME,
+                    "description": "`pending` only: when the next try goes out.",
+                },
+            },
+        },
+        "DeliveryAnswer": _answer(_ref("Delivery")),
+        "DeliveryList": _answer(
+            {
+                "type": "object",
+                "required": ["task_id", "deliveries"],
+                "properties": {
+                    "task_id": {"type": "string"},
+                    "deliveries": {"type": "array", "items": _ref("Delivery")},
+                },
+            }
+        ),
+    }
 
 
 def schemas(catalog: Catalog) -> Schema:
@@ -341,6 +532,7 @@ def schemas(catalog: Catalog) -> Schema:
                 "limits": _ref("Limits"),
             },
         },
+        **_webhook_schemas(),
     }
 
 
@@ -360,8 +552,190 @@ def _any_case(words: list[str]) -> str:
     return f"^({'|'.join(alternatives)})?$"
 
 
+def _path(name: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _path_task_id() -> Schema:
-    return {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return _path("task_id")
+
+
+def _event_stream_description() -> str:
+    names = " | ".join(f"task.{k.value}" for k in EventKind)
+    return (
+        "Server-Sent Events of the account's task status changes, oldest first, until the client leaves, "
+        "the key is revoked or the server stops. The stream opens with a comment and the reconnect delay:\n\n"
+        f"```\n: videosynth events for this account\nretry: {STREAM_RETRY_MS}\n\n```\n\n"
+        "then one frame per event:\n\n"
+        f"```\nid: <seq>\nevent: {names}\ndata: <JSON>\n\n```\n\n"
+        "`data` is the `GET /api/v1/tasks/{task_id}` answer (`TaskAnswer`) for the task as the change left it, "
+        "on one line; its `request_id` is the submit's. An idle stream sends the comment `: keepalive` every "
+        f"{STREAM_KEEPALIVE_S:g} s. Without an event id the stream starts with the next event; with one, after "
+        "that event (EventSource sends `Last-Event-ID` by itself when it reconnects)."
+    )
+
+
+def _webhook_paths(secured: list[Schema]) -> Schema:
+    store = _store_errors()
+    return {
+        "/api/v1/webhooks": {
+            "post": {
+                "tags": [TAG],
+                "operationId": "createWebhook",
+                "summary": "Extension: add an endpoint that is POSTed the account's task events",
+                "description": "Deliveries are signed as Standard Webhooks (`webhook-id`, `webhook-timestamp`, "
+                "`webhook-signature`, see `GET /api/v1/webhooks/secret`) and retried on a schedule until the "
+                f"endpoint answers 2xx. An account has at most {MAX_WEBHOOKS_PER_ACCOUNT} webhooks.",
+                "security": secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("WebhookCreate")}},
+                },
+                "responses": {
+                    "200": _ok("The webhook.", _ref("WebhookAnswer")),
+                    **_hook_body_errors(
+                        "a field is missing or invalid (a URL that cannot be used, an event the format does not "
+                        f"tell, `include_result` outside `{DASHSCOPE_EVENT}`), or the account has "
+                        f"{MAX_WEBHOOKS_PER_ACCOUNT} webhooks already"
+                    ),
+                    **_auth_errors(),
+                    **store,
+                },
+            },
+            "get": {
+                "tags": [TAG],
+                "operationId": "listWebhooks",
+                "summary": "Extension: the account's webhooks",
+                "security": secured,
+                "responses": {
+                    "200": _ok("The webhooks, oldest first.", _ref("WebhookList")),
+                    **_auth_errors(),
+                    **store,
+                },
+            },
+        },
+        "/api/v1/webhooks/{webhook_id}": {
+            "delete": {
+                "tags": [TAG],
+                "operationId": "deleteWebhook",
+                "summary": "Extension: remove a webhook",
+                "description": "Its deliveries that have not gone out yet are dropped.",
+                "security": secured,
+                "parameters": [_path("webhook_id")],
+                "responses": {
+                    "200": _ok("Removed.", _ref("WebhookDeleted")),
+                    **_auth_errors(),
+                    "404": _error("No such webhook in this account: `NotFound`."),
+                    **store,
+                },
+            }
+        },
+        "/api/v1/webhooks/secret": {
+            "get": {
+                "tags": [TAG],
+                "operationId": "getWebhookSecret",
+                "summary": "Extension: the account's webhook signing secret",
+                "description": "Made on first use.",
+                "security": secured,
+                "responses": {
+                    "200": _ok(
+                        "The secret, and during a rotation's overlap the previous one.", _ref("WebhookSecret")
+                    ),
+                    **_auth_errors(),
+                    **store,
+                },
+            }
+        },
+        "/api/v1/webhooks/secret/rotate": {
+            "post": {
+                "tags": [TAG],
+                "operationId": "rotateWebhookSecret",
+                "summary": "Extension: replace the webhook signing secret",
+                "description": "Both secrets sign deliveries during the overlap, so receivers can switch "
+                "without losing one.",
+                "security": secured,
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("WebhookSecretRotate")}},
+                },
+                "responses": {
+                    "200": _ok("The new secret and the previous one.", _ref("WebhookSecret")),
+                    **_hook_body_errors(f"`overlap_seconds` is not a number from 0 to {MAX_OVERLAP_S}"),
+                    **_auth_errors(),
+                    **store,
+                },
+            }
+        },
+        "/api/v1/tasks/{task_id}/deliveries": {
+            "get": {
+                "tags": [TAG],
+                "operationId": "listTaskDeliveries",
+                "summary": "Extension: a task's webhook deliveries and their tries",
+                "security": secured,
+                "parameters": [_path_task_id()],
+                "responses": {
+                    "200": _ok("The deliveries, in event order.", _ref("DeliveryList")),
+                    **_auth_errors(),
+                    "404": _error("No such task in this account: `NotFound`."),
+                    **store,
+                },
+            }
+        },
+        "/api/v1/tasks/{task_id}/deliveries/{delivery_id}/redeliver": {
+            "post": {
+                "tags": [TAG],
+                "operationId": "redeliverTaskDelivery",
+                "summary": "Extension: send a delivery again now",
+                "description": "Also after it failed every try; the endpoint sees the same `webhook-id`.",
+                "security": secured,
+                "parameters": [_path_task_id(), _path("delivery_id")],
+                "responses": {
+                    "200": _ok("The delivery, pending again.", _ref("DeliveryAnswer")),
+                    **_auth_errors(),
+                    "404": _error(
+                        "No such delivery of this account's task, or its webhook was removed: `NotFound`."
+                    ),
+                    **store,
+                },
+            }
+        },
+        "/api/v1/events": {
+            "get": {
+                "tags": [TAG],
+                "operationId": "streamEvents",
+                "summary": "Extension: the account's task events as a Server-Sent Events stream",
+                "description": _event_stream_description(),
+                "security": secured,
+                "parameters": [
+                    _header(
+                        "Last-Event-ID",
+                        "Resume after this event id (a number the stream sent); empty: from now.",
+                        {"type": "string", "pattern": EVENT_ID},
+                    ),
+                    {
+                        "name": "last_event_id",
+                        "in": "query",
+                        "description": "The same, for a first connect that resumes (EventSource cannot set "
+                        "headers); the header wins.",
+                        "schema": {"type": "string", "pattern": EVENT_ID},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The stream (it does not end by itself).",
+                        "headers": {
+                            "x-request-id": {"$ref": "#/components/headers/RequestId"},
+                            "Cache-Control": {"schema": {"type": "string", "enum": ["no-cache"]}},
+                        },
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": _error("The event id is not a number: `InvalidParameter`."),
+                    **_auth_errors(),
+                    **store,
+                },
+            }
+        },
+    }
 
 
 def paths() -> Schema:
@@ -397,6 +771,13 @@ def paths() -> Schema:
                     _header(
                         "x-dashscope-sdk-session-id",
                         "Sent by the SDK; its own retry of a submit whose answer was lost gets the first task.",
+                    ),
+                    _header(
+                        "X-Videosynth-Callback-Url",
+                        "Extension: an http or https URL that is POSTed this task's events (all of them, "
+                        f"`{STANDARD}` bodies, signed like the account's webhooks), besides the account's "
+                        "webhooks. A URL that cannot be used: 400 `InvalidParameter`.",
+                        {"type": "string", "maxLength": MAX_DELIVERY_URL, "pattern": HTTP_URL},
                     ),
                 ],
                 "requestBody": {
@@ -597,6 +978,7 @@ def paths() -> Schema:
                 },
             }
         },
+        **_webhook_paths(secured),
     }
 
 
@@ -630,5 +1012,11 @@ def document(catalog: Catalog, *, title: str, version: str) -> Schema:
                 },
             },
         },
-        "tags": [{"name": TAG, "description": "Submit, poll, cancel and list tasks; upload local files."}],
+        "tags": [
+            {
+                "name": TAG,
+                "description": "Submit, poll, cancel and list tasks; upload local files; webhooks and the event "
+                "stream (extensions).",
+            }
+        ],
     }

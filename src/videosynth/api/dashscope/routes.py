@@ -29,7 +29,9 @@ from videosynth.api.dashscope.errors import (
     json_response,
     request_id,
 )
+from videosynth.api.dashscope.hooks import hook_routes
 from videosynth.api.dashscope.uploads import UPLOAD_PATH, policy_data, receive_upload
+from videosynth.api.hooks import check_endpoint_url
 from videosynth.api.services import Services, SubmitIdentity, TaskRequest, now_ms
 from videosynth.errors import InvalidRequest, NotCancelable
 from videosynth.storage.base import ObjectExists, Storage
@@ -38,6 +40,8 @@ from videosynth.tasks.models import CancelOutcome, TaskStatus
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 SUBMIT_PATH = "/api/v1/services/aigc/video-generation/video-synthesis"
+#: Our extension: where this task's own events go (unmodified DashScope clients never send it).
+CALLBACK_HEADER = "x-videosynth-callback-url"
 # Nine 20 MB images as base64 data URLs, plus the JSON around them.
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
@@ -72,7 +76,10 @@ def dashscope_routes(services: Services) -> list[Route]:
             raise WireRefusal(BODY_INVALID.status, BODY_INVALID.code, BODY_INVALID.message) from None
         resolve_oss = request.headers.get("x-dashscope-ossresourceresolve", "").strip().lower() == "enable"
         parsed = wire_requests.parse_submit(body, catalog, resolve_oss=resolve_oss)
-        again = submit_identity(request, body, raw, resolve_oss)
+        callback = request.headers.get(CALLBACK_HEADER)
+        if callback is not None:
+            callback = check_endpoint_url(callback.strip(), settings, "X-Videosynth-Callback-Url")
+        again = submit_identity(request, body, raw, resolve_oss, callback)
 
         async def client_gone() -> bool:
             return await request.is_disconnected()
@@ -89,6 +96,7 @@ def dashscope_routes(services: Services) -> list[Route]:
                 duration=parsed.duration,
                 seed=parsed.seed,
                 watermark=parsed.watermark,
+                callback_url=callback,
             ),
             again,
             client_gone,
@@ -182,6 +190,7 @@ def dashscope_routes(services: Services) -> list[Route]:
             body["limits"] = services.default_limits().describe()
         return json_response(request, body)
 
+    hook_routes(services, route)
     return routes
 
 
@@ -189,7 +198,9 @@ def dashscope_routes(services: Services) -> list[Route]:
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def submit_identity(request: Request, body: object, raw: bytes, resolve_oss: bool) -> SubmitIdentity | None:
+def submit_identity(
+    request: Request, body: object, raw: bytes, resolve_oss: bool, callback_url: str | None = None
+) -> SubmitIdentity | None:
     """How this submit is recognised if it comes again: its Idempotency-Key, else the SDK session that may
     retry it by itself; None for a client that does neither."""
     idempotency_key = request.headers.get("idempotency-key")
@@ -205,6 +216,8 @@ def submit_identity(request: Request, body: object, raw: bytes, resolve_oss: boo
         canonical = raw
     digest = hashlib.sha256(canonical)
     digest.update(b"\x00oss-resolve" if resolve_oss else b"\x00")
+    if callback_url is not None:  # the same body to another callback is another request
+        digest.update(b"\x00callback:" + callback_url.encode())
     return SubmitIdentity(
         fingerprint=digest.hexdigest(),
         idempotency_key=idempotency_key,

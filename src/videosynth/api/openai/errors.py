@@ -113,6 +113,7 @@ ERRORS: dict[ErrorKind, WireError] = {
         "A reference image URL resolves to an address that is not publicly routable.",
         "input_reference",
     ),
+    ErrorKind.NOT_FOUND: WireError(404, INVALID, "not_found", "Not found."),
     ErrorKind.MEDIA_NOT_FOUND: WireError(
         400, INVALID, "image_not_found", "A reference image was not found.", "input_reference"
     ),
