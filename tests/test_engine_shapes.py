@@ -15,7 +15,7 @@ from fake_engines import SolidColorEngine
 from test_encode import top_level_atoms
 from test_end_to_end import probe, r2v_body
 from videosynth.catalog import Catalog
-from videosynth.engines.base import Frames, GenerationRequest, ProgressCallback
+from videosynth.engines.base import Audio, Frames, GenerationRequest, ProgressCallback
 from videosynth.engines.registry import create_engine
 from videosynth.errors import EngineError, EngineOutputInvalid
 from videosynth.worker.video import make_video
@@ -164,3 +164,78 @@ def test_frame_progress_is_reported_per_frame_with_the_engines_stage(tmp_path: P
 def test_an_engine_of_neither_shape_is_refused_when_built() -> None:
     with pytest.raises(EngineError, match="neither a frame engine"):
         create_engine("fake_engines:ShapelessEngine")
+
+
+class _ToneEngine:
+    """Frames with a soundtrack: a 440 Hz tone left, 660 Hz right, ``seconds`` long (not the video's)."""
+
+    name = "tone"
+
+    def __init__(self, seconds: float, rate: int = 32000, channels: int = 2, bad: bool = False) -> None:
+        self.seconds, self.rate, self.channels, self.bad = seconds, rate, channels, bad
+
+    def warm_up(self) -> None:
+        pass
+
+    def frames(self, request: GenerationRequest, on_progress: ProgressCallback) -> Frames:
+        t = np.arange(int(self.seconds * self.rate)) / self.rate
+        tones = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)])[: self.channels]
+        samples = (0.5 * tones).astype(np.float32)
+        if self.bad:
+            samples[0, 10] = np.nan
+        picture = np.zeros((request.height, request.width, 3), np.uint8)
+        return Frames(iter([picture] * request.num_frames), audio=Audio(samples, self.rate))
+
+
+def _streams(path: Path) -> tuple[float, float, int, int, np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        v_seconds = float(video.duration * video.time_base)
+        a_seconds = float(audio.duration * audio.time_base)
+        channels, rate = audio.codec_context.channels, audio.rate
+        decoded = np.concatenate([frame.to_ndarray() for frame in container.decode(audio)], axis=1)
+    return v_seconds, a_seconds, channels, rate, decoded
+
+
+@pytest.mark.parametrize("seconds", [0.6, 1.0, 1.7])
+def test_a_soundtrack_is_cut_or_padded_to_the_video_and_muxed_as_aac(tmp_path: Path, seconds: float) -> None:
+    out = tmp_path / "out.mp4"
+    result = make_video(_ToneEngine(seconds), _request(), out, _Reports())
+    assert (result.frames, result.duration) == (24, 1.0)
+    v_seconds, a_seconds, channels, rate, decoded = _streams(out)
+    assert v_seconds == 1.0 and abs(a_seconds - v_seconds) <= 1 / 24
+    assert (channels, rate) == (2, 32000)
+    # The tones come back in their channels (AAC is lossy: compare where the energy is, not samples).
+    start = 2048  # past the encoder's priming
+    for channel, hz in ((0, 440), (1, 660)):
+        spectrum = np.abs(np.fft.rfft(decoded[channel, start : start + 8192]))
+        assert abs(np.argmax(spectrum) * 32000 / 8192 - hz) < 8
+    if seconds < 1.0:  # padded with silence after the tone
+        assert np.abs(decoded[:, int(0.8 * 32000) : int(0.95 * 32000)]).max() < 0.02
+
+
+def test_a_mono_soundtrack_stays_mono(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    make_video(_ToneEngine(1.0, rate=16000, channels=1), _request(), out, _Reports())
+    _v, a_seconds, channels, rate, _decoded = _streams(out)
+    assert (channels, rate) == (1, 16000) and abs(a_seconds - 1.0) <= 1 / 24
+
+
+def test_a_soundtrack_that_is_not_finite_is_the_engines_fault(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    with pytest.raises(EngineOutputInvalid, match="not finite"):
+        make_video(_ToneEngine(1.0, bad=True), _request(), out, _Reports())
+    assert not out.exists()
+
+
+def test_engines_without_sound_write_no_audio_stream(tmp_path: Path) -> None:
+    import av
+
+    out = tmp_path / "out.mp4"
+    make_video(
+        SolidColorEngine(color="#000000", frames_per_report=100, api_key=""), _request(), out, _Reports()
+    )
+    with av.open(str(out)) as container:
+        assert not container.streams.audio and len(container.streams.video) == 1

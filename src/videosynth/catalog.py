@@ -9,7 +9,7 @@ from typing import Any
 
 from videosynth import sizes
 from videosynth.engines.options import OptionsError, shown
-from videosynth.engines.registry import check_options, engine_options
+from videosynth.engines.registry import check_options, engine_options, makes_audio
 from videosynth.errors import EngineError, ModelNotFound
 
 HAPPYHORSE_R2V_MODELS = ("happyhorse-1.0-r2v", "happyhorse-1.1-r2v")
@@ -47,6 +47,8 @@ class ModelSpec:
             "options": self.shown_options(),
             "description": self.description,
             "task": "reference-to-video",
+            # An extension: whether the MP4 has a soundtrack (HappyHorse's videos do; most open models' do not).
+            "audio": makes_audio(self.engine),
             "references": {"min": self.min_references, "max": self.max_references},
             "durations": list(range(self.min_duration, self.max_duration + 1)),
             "fps": sizes.FPS,

@@ -86,6 +86,16 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class Audio:
+    """A soundtrack made with the frames: ``samples`` a ``(channels, n)`` float32 array in [-1, 1] (1 or 2
+    channels) at ``sample_rate`` Hz, starting with the first frame. The worker trims or pads it with silence
+    to exactly the video's duration and muxes it as AAC beside the H.264 stream."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+@dataclass(frozen=True)
 class Frames:
     """A frame engine's video, before encoding.
 
@@ -97,11 +107,14 @@ class Frames:
 
     ``stage``: what the task shows while the frames are encoded: ``"rendering"`` where frames are computed
     as they are consumed, the default ``"encoding"`` where they are ready (decoded by then).
+
+    ``audio``: the video's sound, for engines that make one (None: the MP4 has no audio stream).
     """
 
     frames: Iterable[np.ndarray]
     hints: Sequence[PictureHint] = ()
     stage: str = "encoding"
+    audio: Audio | None = None
 
 
 @runtime_checkable

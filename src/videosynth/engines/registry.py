@@ -19,10 +19,12 @@ from videosynth.engines.base import Engine, FileEngine, FrameEngine, RelayEngine
 from videosynth.engines.options import Option, OptionsError, validate
 from videosynth.errors import EngineError
 
-ENGINES = ("animatic", "wan-vace", "dashscope")
+ENGINES = ("animatic", "wan-vace", "minimax-h3", "dashscope")
 #: Engines that forward tasks to an upstream service: the worker runs them itself, many tasks at once,
 #: instead of one task at a time in its engine process.
 RELAY_ENGINES = ("dashscope",)
+#: Engines whose videos have a soundtrack (``Frames.audio``); a plug-in says so with ``MAKES_AUDIO = True``.
+AUDIO_ENGINES = ("minimax-h3",)
 
 
 def is_relay(name: str) -> bool:
@@ -36,6 +38,15 @@ def _plugin(name: str) -> Callable[..., Engine]:
     except (ImportError, AttributeError) as exc:
         raise EngineError(f"engine {name!r} cannot be imported: {exc}") from exc
     return cast(Callable[..., Engine], factory)
+
+
+def makes_audio(name: str) -> bool:
+    """Whether ``name``'s videos carry sound (what ``GET /api/v1/models`` tells clients)."""
+    if name in AUDIO_ENGINES:
+        return True
+    if name in ENGINES or not is_known(name):
+        return False
+    return bool(getattr(_plugin(name), "MAKES_AUDIO", False))
 
 
 def is_known(name: str) -> bool:
@@ -52,6 +63,10 @@ def engine_options(name: str) -> tuple[Option, ...]:
         from videosynth.engines.wan_vace.options import OPTIONS as WAN_VACE_OPTIONS
 
         return WAN_VACE_OPTIONS
+    if name == "minimax-h3":
+        from videosynth.engines.minimax_h3.options import OPTIONS as MINIMAX_H3_OPTIONS
+
+        return MINIMAX_H3_OPTIONS
     if name == "dashscope":
         from videosynth.engines.dashscope.options import OPTIONS as DASHSCOPE_OPTIONS
 
@@ -68,6 +83,10 @@ def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         from videosynth.engines.wan_vace.options import check
 
         check(values)
+    if name == "minimax-h3":
+        from videosynth.engines.minimax_h3.options import check as check_minimax_h3
+
+        check_minimax_h3(values)
     return values
 
 
@@ -92,6 +111,14 @@ def create_engine(
                 f"engine 'wan-vace' needs the [gpu] extra (pip install 'videosynth[gpu]'): {exc}"
             ) from exc
         return WanVaceEngine(**values)
+    if name == "minimax-h3":
+        try:
+            from videosynth.engines.minimax_h3.engine import MiniMaxH3Engine
+        except ImportError as exc:
+            raise EngineError(
+                f"engine 'minimax-h3' needs the [gpu] extra (pip install 'videosynth[gpu]'): {exc}"
+            ) from exc
+        return MiniMaxH3Engine(**values)
     if name == "dashscope":
         from videosynth.engines.dashscope.engine import DashScopeRelay
 

@@ -45,6 +45,7 @@ from typing import Any, Self
 import av
 import cv2
 import numpy as np
+from av.audio.frame import AudioFrame
 from av.video.frame import PictureType, VideoFrame
 
 from videosynth.media.opencv import exact_kernels
@@ -55,6 +56,11 @@ ENCODER_MAX_BFRAMES = 8
 # Fixed, not x264's default of 1.5 x the machine's cores: x264's output depends on its thread count, and
 # the same request must give the same video on every worker (a retried task may run on another machine).
 ENCODER_THREADS = 4
+# FFmpeg's native AAC encoder (LC): stereo at 128 kbit/s is transparent enough for a generated soundtrack.
+AUDIO_CODEC = "aac"
+AUDIO_BIT_RATE = 128_000
+# Samples per AAC frame: the encoder takes exactly this many at a time.
+_AAC_FRAME = 1024
 
 
 class PictureHint(enum.Enum):
@@ -102,6 +108,7 @@ class VideoWriter:
         *,
         preset: str = ENCODER_PRESET,
         crf: int = ENCODER_CRF,
+        audio: tuple[np.ndarray, int] | None = None,
     ) -> None:
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(f"frame size must be positive and even, got {width}x{height}")
@@ -139,9 +146,37 @@ class VideoWriter:
             ctx.color_primaries = _PRIMARIES_BT709
             ctx.color_trc = _TRC_BT709
             self._stream = stream
+            if audio is not None:
+                self._write_audio(*audio)
         except BaseException:
             self._container.close()
             raise
+
+    def _write_audio(self, samples: np.ndarray, sample_rate: int) -> None:
+        if samples.ndim != 2 or samples.shape[0] not in (1, 2):
+            raise ValueError(f"audio must be (channels, samples) with 1 or 2 channels, got {samples.shape}")
+        if sample_rate <= 0:
+            raise ValueError(f"audio sample rate must be positive, got {sample_rate}")
+        channels = samples.shape[0]
+        stream = self._container.add_stream(AUDIO_CODEC, rate=sample_rate)
+        stream.layout = "stereo" if channels == 2 else "mono"
+        stream.bit_rate = AUDIO_BIT_RATE
+        stream.time_base = Fraction(1, sample_rate)
+        # Planar float, clipped: the AAC encoder takes fltp, and values past full scale would wrap in decoders.
+        planar = np.ascontiguousarray(np.clip(samples, -1.0, 1.0), dtype=np.float32)
+        for start in range(0, planar.shape[1], _AAC_FRAME):
+            frame = AudioFrame.from_ndarray(
+                np.ascontiguousarray(planar[:, start : start + _AAC_FRAME]),
+                format="fltp",
+                layout=stream.layout,
+            )
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            frame.time_base = Fraction(1, sample_rate)
+            for packet in stream.encode(frame):
+                self._container.mux(packet)
+        for packet in stream.encode(None):
+            self._container.mux(packet)
 
     @property
     def frames_written(self) -> int:
@@ -263,7 +298,7 @@ def encode_frames(
 
     An exception from the iterable or from ``on_frame`` stops both sides: the producer is told to stop and
     joined, the file is closed (not flushed) and the exception propagates unchanged. The partial file is left
-    for the caller to delete. ``writer_kwargs`` go to :class:`VideoWriter` (``preset``, ``crf``).
+    for the caller to delete. ``writer_kwargs`` go to :class:`VideoWriter` (``preset``, ``crf``, ``audio``).
     """
     if queue_size < 1:
         raise ValueError("queue_size must be >= 1")

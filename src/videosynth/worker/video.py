@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from videosynth.engines.base import (
+    Audio,
     Engine,
     FileEngine,
     FrameEngine,
@@ -78,10 +79,32 @@ def _encode(
         request.fps,
         on_frame=on_frame,
         hints=frames.hints,
+        audio=_soundtrack(frames.audio, request) if frames.audio is not None else None,
     )
     if written != total:
         raise EngineOutputInvalid(f"The engine made {written} frames; the video needs {total}.")
     return GenerationResult(frames=written, duration=written / request.fps)
+
+
+def _soundtrack(audio: Audio, request: GenerationRequest) -> tuple[np.ndarray, int]:
+    """The engine's sound as long as the video, to the sample: cut, or padded with silence (a generated track
+    may end a little before or after the frames: MiniMax-H3 makes 40 audio latents a second on a frame grid of
+    its own)."""
+    samples = audio.samples
+    if not isinstance(samples, np.ndarray) or samples.ndim != 2 or samples.shape[0] not in (1, 2):
+        got = samples.shape if isinstance(samples, np.ndarray) else type(samples).__name__
+        raise EngineOutputInvalid(
+            f"The engine's audio is {got}; it needs (channels, samples), 1 or 2 channels."
+        )
+    if audio.sample_rate <= 0:
+        raise EngineOutputInvalid(f"The engine's audio sample rate is {audio.sample_rate}.")
+    if not np.isfinite(samples).all():
+        raise EngineOutputInvalid("The engine's audio has samples that are not finite.")
+    wanted = request.duration * audio.sample_rate
+    samples = samples[:, :wanted].astype(np.float32, copy=False)
+    if samples.shape[1] < wanted:
+        samples = np.pad(samples, ((0, 0), (0, wanted - samples.shape[1])))
+    return samples, audio.sample_rate
 
 
 def _checked(frames: Iterable[np.ndarray], request: GenerationRequest) -> Iterator[np.ndarray]:

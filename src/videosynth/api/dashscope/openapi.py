@@ -485,10 +485,24 @@ def schemas(catalog: Catalog) -> Schema:
         },
         "Model": {
             "type": "object",
-            "required": ["model", "engine", "task", "references", "durations", "fps", "defaults", "sizes"],
+            "required": [
+                "model",
+                "engine",
+                "task",
+                "audio",
+                "references",
+                "durations",
+                "fps",
+                "defaults",
+                "sizes",
+            ],
             "properties": {
                 "model": {"type": "string"},
                 "engine": {"type": "string"},
+                "audio": {
+                    "type": "boolean",
+                    "description": "Whether the model's videos have a soundtrack (AAC).",
+                },
                 "options": {"type": "object", "description": "The engine's options, secrets left out."},
                 "description": {"type": "string"},
                 "task": {"type": "string", "enum": ["reference-to-video"]},
