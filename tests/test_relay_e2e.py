@@ -285,14 +285,21 @@ def test_cancel_of_a_task_waiting_upstream_cancels_it_there(pair: Pair, refs: li
     assert pair.wait(long_task, timeout=180)["output"]["task_status"] == "SUCCEEDED"
 
 
+def _sent_upstream(pair: Pair, task_id: str) -> bool:
+    task = pair.a.store.get(task_id)
+    return task is not None and "reference" in (task.engine_state or "")
+
+
 def test_b_killed_and_restarted_with_tasks_in_flight(pair: Pair, refs: list[str]) -> None:
     tasks = [
         pair.submit(body(refs[:1], model="happyhorse-1.0-r2v", prompt=f"[Image 1] scene {i}", duration=3))
         for i in range(3)
     ]
-    deadline = time.monotonic() + 30
-    while not all(pair.query(t)["output"].get("stage", "").startswith("upstream") for t in tasks):
-        assert time.monotonic() < deadline
+    # Wait until B holds all three (A recorded B's task id). Waiting for all three to show an upstream stage
+    # at once raced: on a slow machine the first can finish upstream before the third is sent.
+    deadline = time.monotonic() + 60
+    while not all(_sent_upstream(pair, task_id) for task_id in tasks):
+        assert time.monotonic() < deadline, pair.logs()
         time.sleep(0.05)
     pair.b.kill_server()
     time.sleep(3)  # A polls a dead upstream meanwhile
