@@ -69,6 +69,8 @@ MAX_OVERLAP_S = 7 * 24 * 3600  # the server's cap on a rotation's overlap
 MAX_ERROR_SHOWN = 60  # characters of a delivery's last error in the listing
 
 Clock = Callable[[], float]
+#: One client subcommand: its requests and what it prints, given a connected client; returns the exit code.
+Command = Callable[[DashScope, argparse.Namespace], int]
 
 
 class WaitTimedOut(Exception):
@@ -394,22 +396,29 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         problem = _check_output(args)
         if problem:
             return _usage_error(args, problem)
+    commands: dict[str, Command] = {
+        "list": _tasks_list,
+        "get": _tasks_get,
+        "cancel": _tasks_cancel,
+        "deliveries": _tasks_deliveries,
+        "redeliver": _tasks_redeliver,
+    }
+    return _with_client(args, commands.get(args.tasks_command, _tasks_wait))
+
+
+def _tasks_wait(client: DashScope, args: argparse.Namespace) -> int:
+    return _wait_and_finish(client, args, args.task_id)
+
+
+def _with_client(args: argparse.Namespace, command: Command) -> int:
+    """Run one request-and-print ``command`` against the server the flags name, with the exit codes every
+    client command shares (a refused request, an interrupt)."""
     client = _connect(args)
     if isinstance(client, str):
         return _usage_error(args, client)
     with client:
         try:
-            if args.tasks_command == "list":
-                return _tasks_list(client, args)
-            if args.tasks_command == "get":
-                return _tasks_get(client, args)
-            if args.tasks_command == "cancel":
-                return _tasks_cancel(client, args)
-            if args.tasks_command == "deliveries":
-                return _tasks_deliveries(client, args)
-            if args.tasks_command == "redeliver":
-                return _tasks_redeliver(client, args)
-            return _wait_and_finish(client, args, args.task_id)
+            return command(client, args)
         except ClientError as exc:
             return _error_exit(exc)
         except KeyboardInterrupt:
@@ -557,23 +566,12 @@ def _tasks_redeliver(client: DashScope, args: argparse.Namespace) -> int:
 def cmd_webhooks(args: argparse.Namespace) -> int:
     if args.webhooks_command == "secret" and args.overlap is not None and not args.rotate:
         return _usage_error(args, "--overlap applies to --rotate only")
-    client = _connect(args)
-    if isinstance(client, str):
-        return _usage_error(args, client)
-    with client:
-        try:
-            if args.webhooks_command == "add":
-                return _webhooks_add(client, args)
-            if args.webhooks_command == "list":
-                return _webhooks_list(client, args)
-            if args.webhooks_command == "remove":
-                return _webhooks_remove(client, args)
-            return _webhooks_secret(client, args)
-        except ClientError as exc:
-            return _error_exit(exc)
-        except KeyboardInterrupt:
-            _say("interrupted")
-            return EXIT_INTERRUPTED
+    commands: dict[str, Command] = {
+        "add": _webhooks_add,
+        "list": _webhooks_list,
+        "remove": _webhooks_remove,
+    }
+    return _with_client(args, commands.get(args.webhooks_command, _webhooks_secret))
 
 
 def _events_text(hook: Mapping[str, Any]) -> str:
