@@ -17,22 +17,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from gpu_engine_refs import coloured_references, one_torch_thread  # noqa: E402
 from videosynth.engines.base import GenerationRequest, ReferenceImage  # noqa: E402
 from videosynth.engines.registry import create_engine  # noqa: E402
 from videosynth.engines.wan_vace.engine import WanVaceEngine  # noqa: E402
 from videosynth.errors import Canceled, EngineError, EngineOutOfMemory  # noqa: E402
 from wan_tiny import save_lora, save_pipeline  # noqa: E402
 
-COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 200, 30), (200, 40, 200), (30, 200, 200),
-           (120, 60, 20), (250, 250, 250), (10, 10, 10)]  # fmt: skip
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +37,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory: pytest.TempPathFactory) -> list[ReferenceImage]:
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("refs")
-    refs = []
-    for i, colour in enumerate(COLOURS, 1):
-        path = folder / f"ref{i}.png"
-        Image.new("RGB", (60 + 10 * i, 50), colour).save(path)
-        refs.append(ReferenceImage(index=i, path=path, width=60 + 10 * i, height=50, format="PNG"))
-    return refs
+    return coloured_references(tmp_path_factory.mktemp("refs"))
 
 
 def _engine(weights: Path, **options: Any) -> WanVaceEngine:
